@@ -1,0 +1,3 @@
+from nexusctl.cli.app import main
+
+main()

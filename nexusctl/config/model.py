@@ -1,0 +1,254 @@
+"""The validated config model. Unknown keys are rejected everywhere.
+
+Each section documents itself in configs/nexus.yaml; README.md's config
+reference is generated from the same descriptions (`nexusctl config show`).
+"""
+from __future__ import annotations
+
+import ipaddress
+import re
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, ValidationInfo,
+                      field_validator, model_validator)
+
+from nexusctl.paths import default_build_dir
+
+IFNAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:@-]{0,14}$")
+NETNS_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
+
+
+def _ifname(v: str) -> str:
+    if not IFNAME_RE.match(v) or v in (".", ".."):
+        raise ValueError(f"{v!r} is not a valid interface name (1-15 characters: letters, digits, _ . : @ -)")
+    return v
+
+
+def _netns(v: str) -> str:
+    if not NETNS_RE.match(v):
+        raise ValueError(f"{v!r} is not a valid network namespace name")
+    return v
+
+
+def _abs_path(v: Path) -> Path:
+    if not v.is_absolute():
+        raise ValueError(f"{str(v)!r} must be an absolute path")
+    if ".." in v.parts:
+        raise ValueError(f"{str(v)!r} must not contain '..'")
+    return v
+
+
+IfName = Annotated[str, AfterValidator(_ifname)]
+NetnsName = Annotated[str, AfterValidator(_netns)]
+AbsPath = Annotated[Path, AfterValidator(_abs_path)]
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+
+
+class VethPeer(Strict):
+    """The other end of a veth pair: it gets an XDP_PASS program so that answers
+    sent with XDP_TX are received (veth drops them silently otherwise)."""
+    name: IfName
+    netns: NetnsName | None = None
+
+
+class Interface(Strict):
+    name: IfName
+    netns: NetnsName | None = Field(None, description="network namespace the interface lives in")
+    xdp: bool = Field(True, description="attach the DNS fast path (XDP ingress)")
+    tc_egress: bool = Field(True, description="attach the DNS policy/cache filler (TC egress)")
+    xdp_mode: Literal["native", "generic", "auto"] = Field(
+        "auto", description="auto tries native and falls back to generic only when native is refused")
+    veth_peer: VethPeer | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.netns}/{self.name}" if self.netns else self.name
+
+
+class RateLimit(Strict):
+    enabled: bool = True
+    rate: int = Field(200, ge=1, le=10_000_000, description="queries per second per client prefix")
+    burst: int = Field(400, ge=1, le=10_000_000, description="bucket size (queries)")
+    ipv4_prefix: int = Field(32, ge=8, le=32)
+    ipv6_prefix: int = Field(64, ge=16, le=128)
+    action: Literal["drop", "slip"] = "drop"
+    slip_ratio: int = Field(2, ge=1, le=1000, description="with slip: every Nth limited query gets TC=1")
+    max_clients: int = Field(65536, ge=16, le=16_777_216, description="LRU size of the bucket map")
+
+
+class Dga(Strict):
+    mode: Literal["off", "count", "block"] = "count"
+    threshold: int = Field(600, ge=0, le=1000, description="score (0-1000) at or above which a name is suspicious")
+    min_length: int = Field(8, ge=1, le=63, description="registrable labels shorter than this are not scored")
+
+
+class Cache(Strict):
+    enabled: bool = True
+    max_entries: int = Field(16384, ge=16, le=4_194_304)
+    min_ttl: int = Field(0, ge=0, le=86400, description="answers with a smaller TTL are not cached")
+    max_ttl: int = Field(3600, ge=1, le=604800, description="cached entries expire after at most this")
+
+
+class Latency(Strict):
+    enabled: bool = True
+    max_inflight: int = Field(65536, ge=16, le=4_194_304, description="queries awaiting an answer, LRU")
+
+
+class Dns(Strict):
+    ports: list[Port] = Field(default_factory=lambda: [53], min_length=1, max_length=4)
+    malformed: Literal["drop", "pass"] = "drop"
+    rate_limit: RateLimit = Field(default_factory=RateLimit)
+    dga: Dga = Field(default_factory=Dga)
+    cache: Cache = Field(default_factory=Cache)
+    latency: Latency = Field(default_factory=Latency)
+
+    @field_validator("ports")
+    @classmethod
+    def _no_853(cls, v: list[int]) -> list[int]:
+        if 853 in v:
+            raise ValueError("853 is DNS over TLS/QUIC: it is encrypted and always passed, not parsed")
+        if len(set(v)) != len(v):
+            raise ValueError("ports are listed twice")
+        return v
+
+
+Action = Literal["block", "redirect", "synthesize", "allow"]
+PATTERN_RE = re.compile(r"^(\*\.)?[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*\.?$|^[A-Za-z0-9_.-]+\*$")
+
+
+def validate_pattern(p: str) -> str:
+    p = p.strip().lower()
+    if p.endswith(".") and not p.endswith("*."):
+        p = p[:-1]
+    if not p or len(p) > 253 or not PATTERN_RE.match(p):
+        raise ValueError(f"{p!r} is not a pattern: use name.example, *.example (below it) or prefix*")
+    labels = p.lstrip("*.").rstrip("*").split(".")
+    if any(len(lab) > 63 for lab in labels):
+        raise ValueError(f"{p!r} has a label longer than 63 characters")
+    return p
+
+
+class PolicyRule(Strict):
+    pattern: Annotated[str, AfterValidator(validate_pattern)]
+    action: Action
+    to: str | None = Field(None, description="IPv4 or IPv6 address, for redirect and synthesize")
+    qtypes: list[str] = Field(default_factory=list, description="empty = every type")
+    priority: int = Field(100, ge=0, le=65535, description="lower wins")
+
+    @field_validator("to")
+    @classmethod
+    def _addr(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        try:
+            return str(ipaddress.ip_address(v))
+        except ValueError:
+            raise ValueError(f"{v!r} is not an IPv4 or IPv6 address") from None
+
+    @field_validator("qtypes")
+    @classmethod
+    def _qtypes(cls, v: list[str]) -> list[str]:
+        import dns.rdatatype
+        out = []
+        for t in v:
+            try:
+                out.append(dns.rdatatype.to_text(dns.rdatatype.from_text(t.upper())))
+            except Exception:
+                raise ValueError(f"{t!r} is not a DNS record type") from None
+        return out
+
+    @model_validator(mode="after")
+    def _to_required(self) -> "PolicyRule":
+        if self.action in ("redirect", "synthesize") and not self.to:
+            raise ValueError(f"action {self.action} needs `to: ADDRESS`")
+        if self.action in ("block", "allow") and self.to:
+            raise ValueError(f"action {self.action} takes no `to`")
+        return self
+
+
+class Blocklist(Strict):
+    path: Path
+    format: Literal["domains", "hosts", "adblock", "rpz"] = "domains"
+    action: Action = "block"
+    to: str | None = None
+    priority: int = Field(1000, ge=0, le=65535)
+
+    @field_validator("path")
+    @classmethod
+    def _relative_to_config(cls, v: Path, info: ValidationInfo) -> Path:
+        base = (info.context or {}).get("base_dir")
+        if not v.is_absolute() and base is not None:
+            v = Path(base) / v
+        return v
+
+
+class PolicySettings(Strict):
+    block_response: Literal["nxdomain", "refused", "drop"] = "nxdomain"
+    max_rules: int = Field(2_097_152, ge=1024, le=16_777_216, description="capacity of the rule map")
+    synth_ttl: int = Field(60, ge=0, le=86400, description="TTL of synthesized answers")
+
+
+class Cert(Strict):
+    enabled: bool = False
+
+
+class Metrics(Strict):
+    enabled: bool = False
+    listen: str = "127.0.0.1:9435"
+
+
+class Enforce(Strict):
+    enabled: bool = False
+
+
+class Config(Strict):
+    pin_root: AbsPath = Field(Path("/sys/fs/bpf/nexus"), description="bpffs directory nexusctl owns")
+    state_dir: AbsPath = Field(Path("/run/nexus"), description="state file, lock, runtime rules")
+    build_dir: Path = Field(default_factory=default_build_dir, description="compiled objects and vmlinux.h")
+    interfaces: list[Interface] = Field(default_factory=list)
+    dns: Dns = Field(default_factory=Dns)
+    policy: PolicySettings = Field(default_factory=PolicySettings)
+    policies: list[PolicyRule] = Field(default_factory=list)
+    blocklists: list[Blocklist] = Field(default_factory=list)
+    cert: Cert = Field(default_factory=Cert)
+    metrics: Metrics = Field(default_factory=Metrics)
+    enforce: Enforce = Field(default_factory=Enforce)
+
+    _source: str = PrivateAttr(default="<defaults>")
+
+    @field_validator("build_dir")
+    @classmethod
+    def _build_rel(cls, v: Path, info: ValidationInfo) -> Path:
+        base = (info.context or {}).get("base_dir")
+        if not v.is_absolute() and base is not None:
+            v = Path(base) / v
+        return v
+
+    @field_validator("interfaces")
+    @classmethod
+    def _unique_ifaces(cls, v: list[Interface]) -> list[Interface]:
+        seen = set()
+        for i in v:
+            if i.key in seen:
+                raise ValueError(f"interface {i.key} is listed twice")
+            seen.add(i.key)
+        return v
+
+    @field_validator("policies")
+    @classmethod
+    def _unique_patterns(cls, v: list[PolicyRule]) -> list[PolicyRule]:
+        seen = set()
+        for r in v:
+            if r.pattern in seen:
+                raise ValueError(f"pattern {r.pattern} has two rules; one rule per pattern")
+            seen.add(r.pattern)
+        return v
+
+    @property
+    def source(self) -> str:
+        return self._source

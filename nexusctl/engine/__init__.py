@@ -1,0 +1,1 @@
+"""config → plan (ordered actions) → executor → runner → kernel."""

@@ -1,0 +1,95 @@
+"""Config + recorded state → the ordered list of actions for up and down."""
+from __future__ import annotations
+
+from nexusctl.config.model import Config
+from nexusctl.engine.actions import Action
+from nexusctl.engine.build import object_path, plan_build
+from nexusctl.engine.kernel import (AttachTc, AttachXdp, DetachTc, DetachXdp, EnsureBpffs, EnsureClsact,
+                                    EnsureDir, LoadObject, RemoveClsact, RemovePins, RemoveState,
+                                    UnpinObject, WriteConfigMap, iface_key)
+from nexusctl.engine.objects import OBJECTS, config_values, map_sizes, needed_objects, pin_dirs
+from nexusctl.engine.state import State
+from nexusctl.paths import bpf_src_dir
+
+DNS_OBJECTS = ("nexus_dns_xdp", "nexus_dns_tc")
+
+
+def plan_up(cfg: Config, state: State, *, build: bool = True) -> list[Action]:
+    dirs = pin_dirs(cfg.pin_root)
+    actions: list[Action] = [EnsureDir(cfg.state_dir)]
+    if build:
+        actions += plan_build(bpf_src_dir(), cfg.build_dir)
+    actions += [EnsureBpffs(cfg.pin_root), EnsureDir(cfg.pin_root)] + [EnsureDir(d) for d in dirs.values()]
+
+    sizes = map_sizes(cfg)
+    specs = needed_objects(cfg)
+    for spec in specs:
+        actions.append(LoadObject(spec, object_path(cfg.build_dir, spec.name), cfg.pin_root, sizes))
+    dns_loaded = [s.name for s in specs if s.name in DNS_OBJECTS]
+    if dns_loaded:
+        actions.append(WriteConfigMap(cfg.pin_root, object_path(cfg.build_dir, dns_loaded[0]), config_values(cfg)))
+
+    wanted: set[str] = set()
+    for iface in cfg.interfaces:
+        if iface.xdp:
+            a = AttachXdp(iface.name, iface.netns, dirs["progs"] / "nexus_dns_xdp", iface.xdp_mode)
+            wanted.add(a.key)
+            actions.append(a)
+        if iface.tc_egress:
+            c = EnsureClsact(iface.name, iface.netns)
+            t = AttachTc(iface.name, iface.netns, dirs["progs"] / "nexus_dns_tc", "egress")
+            wanted.update({c.key, t.key})
+            actions += [c, t]
+        if iface.veth_peer:
+            p = AttachXdp(iface.veth_peer.name, iface.veth_peer.netns, dirs["progs"] / "nexus_xdp_pass",
+                          "auto", role="veth-peer")
+            wanted.add(p.key)
+            actions.append(p)
+
+    # Converge: what the state records but the config no longer wants goes away.
+    actions += _detach_actions(state, exclude=wanted)
+    needed_names = {s.name for s in specs}
+    for name in list(state.objects):
+        if name not in needed_names:
+            spec = next((o for o in OBJECTS if o.name == name), None)
+            progs = spec.programs if spec else tuple(state.objects[name].get("programs", {}))
+            actions.append(UnpinObject(name, progs, cfg.pin_root))
+    return actions
+
+
+def _detach_actions(state: State, exclude: set[str] = frozenset()) -> list[Action]:
+    tc, xdp, clsact = [], [], []
+    for key, rec in state.attachments.items():
+        if key in exclude:
+            continue
+        kind = rec.get("kind")
+        if kind in ("tc-egress", "tc-ingress"):
+            tc.append(DetachTc(rec["ifname"], rec.get("netns"), kind.split("-", 1)[1]))
+        elif kind == "xdp":
+            xdp.append(DetachXdp(rec["ifname"], rec.get("netns")))
+        elif kind == "clsact" and rec.get("created"):
+            clsact.append(RemoveClsact(rec["ifname"], rec.get("netns")))
+    return tc + clsact + xdp
+
+
+def plan_down(cfg: Config, state: State) -> list[Action]:
+    actions = _detach_actions(state)
+    recorded = {a.key for a in actions}
+    # State lost or partial: still detach nexus programs from the configured interfaces
+    # (the detach actions check the program is ours before touching anything).
+    for iface in cfg.interfaces:
+        extra: list[Action] = []
+        if iface.tc_egress:
+            extra.append(DetachTc(iface.name, iface.netns, "egress"))
+        if iface.xdp:
+            extra.append(DetachXdp(iface.name, iface.netns))
+        if iface.veth_peer:
+            extra.append(DetachXdp(iface.veth_peer.name, iface.veth_peer.netns))
+        actions += [a for a in extra if a.key not in recorded]
+    actions.append(RemovePins(cfg.pin_root))
+    actions.append(RemoveState())
+    return actions
+
+
+def describe_targets(cfg: Config) -> list[str]:
+    return [iface_key(i.name, i.netns) for i in cfg.interfaces]

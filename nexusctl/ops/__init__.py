@@ -1,0 +1,1 @@
+"""The core: one function per command, returning data; the CLI renders it."""

@@ -1,0 +1,129 @@
+"""up/apply, down, reload and status."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from nexusctl.engine import observe
+from nexusctl.engine.executor import PlanResult, execute
+from nexusctl.engine.kernel import STAGING_PREFIX, iface_key
+from nexusctl.engine.objects import PROGRAM_OBJECT, pin_dirs
+from nexusctl.engine.planner import plan_down, plan_up
+from nexusctl.ops.progress import plan_progress
+
+
+def up(app) -> PlanResult:
+    cfg = app.config
+    with app.lock():
+        ctx = app.ctx()
+        actions = plan_up(cfg, ctx.state)
+        with plan_progress(app, len(actions), "up") as on_step:
+            return execute(actions, ctx, dry_run=app.dry_run, on_step=on_step)
+
+
+def down(app) -> PlanResult:
+    cfg = app.config
+    with app.lock():
+        ctx = app.ctx()
+        actions = plan_down(cfg, ctx.state)
+        with plan_progress(app, len(actions), "down") as on_step:
+            return execute(actions, ctx, dry_run=app.dry_run, on_step=on_step, rollback=False)
+
+
+def reload(app) -> PlanResult:
+    """Load fresh programs and swap them in: XDP and TC are replaced in one step each
+    (netlink replace, `tc filter replace` on the same pref/handle); pinned maps are reused."""
+    cfg = app.config
+    with app.lock():
+        ctx = app.ctx()
+        for name in list(ctx.state.objects):
+            ctx.state.objects[name]["sha256"] = "reload"     # force LoadObject to run again
+        actions = plan_up(cfg, ctx.state)
+        with plan_progress(app, len(actions), "reload") as on_step:
+            return execute(actions, ctx, dry_run=app.dry_run, on_step=on_step)
+
+
+def _count_entries(L, path: Path, info: dict) -> int | None:
+    try:
+        with L.MapHandle.pinned(str(path)) as m:
+            if info["type"] in ("ringbuf", "perf_event_array", "prog_array", "bloom_filter",
+                                "array_of_maps", "hash_of_maps", "user_ringbuf"):
+                return None
+            return m.count(limit=4_000_000)
+    except OSError:
+        return None
+
+
+def status(app) -> dict:
+    cfg = app.config
+    state = app.state()
+    dirs = pin_dirs(cfg.pin_root)
+    out = {"pin_root": str(cfg.pin_root), "up": cfg.pin_root.exists(), "programs": [], "maps": [],
+           "warnings": []}
+    if not cfg.pin_root.exists():
+        return out
+    L = app.runner.libbpf
+
+    # live attachments, checked against what the state recorded
+    by_prog: dict[int, list[dict]] = {}
+    for key, rec in sorted(state.attachments.items()):
+        kind = rec.get("kind")
+        target = iface_key(rec["ifname"], rec.get("netns"))
+        if kind == "xdp":
+            live = observe.xdp_state(app.runner, rec["ifname"], rec.get("netns"))
+            if live is None:
+                out["warnings"].append(f"{target}: interface is gone (was attached); run `nexusctl down` or `up`")
+                continue
+            if not live.get("prog_id"):
+                out["warnings"].append(f"{target}: XDP program is no longer attached")
+                continue
+            att = {"kind": "xdp", "target": target, "mode": live.get("mode"), "prog_id": live["prog_id"],
+                   "role": rec.get("role", "dns")}
+            if rec.get("reason"):
+                att["reason"] = rec["reason"]
+            by_prog.setdefault(live["prog_id"], []).append(att)
+        elif kind in ("tc-egress", "tc-ingress"):
+            direction = kind.split("-", 1)[1]
+            if not observe.link_exists(app.runner, rec["ifname"], rec.get("netns")):
+                out["warnings"].append(f"{target}: interface is gone (was attached)")
+                continue
+            fs = [f for f in observe.tc_filters(app.runner, rec["ifname"], rec.get("netns"), direction)
+                  if f["pref"] == rec.get("pref")]
+            if not fs:
+                out["warnings"].append(f"{target}: tc {direction} filter is no longer attached")
+                continue
+            by_prog.setdefault(fs[0]["prog_id"], []).append(
+                {"kind": kind, "target": target, "mode": None, "prog_id": fs[0]["prog_id"],
+                 "pref": rec.get("pref")})
+        elif kind in ("tracepoint", "uprobe", "perf_event", "cgroup", "link"):
+            by_prog.setdefault(rec.get("prog_id"), []).append(
+                {"kind": kind, "target": rec.get("target"), "mode": rec.get("mode"), "prog_id": rec.get("prog_id")})
+
+    if dirs["progs"].exists():
+        for pin in sorted(dirs["progs"].iterdir()):
+            if pin.name.startswith(STAGING_PREFIX):
+                continue
+            try:
+                fd = L.obj_get(str(pin))
+            except OSError:
+                continue
+            try:
+                info = L.prog_info(fd)
+            finally:
+                os.close(fd)
+            out["programs"].append({
+                "name": pin.name, "type": info["type"], "id": info["id"], "tag": info["tag"],
+                "object": PROGRAM_OBJECT.get(pin.name), "verified_insns": info["verified_insns"],
+                "run_cnt": info["run_cnt"], "run_time_ns": info["run_time_ns"],
+                "attachments": [{k: v for k, v in a.items() if k != "prog_id"} for a in by_prog.get(info["id"], [])],
+            })
+    if dirs["maps"].exists():
+        for pin in sorted(dirs["maps"].iterdir()):
+            info = observe.pinned_map(app.runner, pin)
+            if not info:
+                continue
+            out["maps"].append({"name": pin.name, "type": info["type"], "id": info["id"],
+                                "entries": _count_entries(L, pin, info), "max_entries": info["max_entries"],
+                                "key_size": info["key_size"], "value_size": info["value_size"]})
+    out["warnings"] += state.data.get("warnings", [])
+    return out

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 
 from nexusctl.config import Config, load_config
 from nexusctl.engine.actions import Ctx
@@ -20,7 +21,7 @@ class App:
     json: bool = False
     dry_run: bool = False
     verbose: bool = False
-    err: Console = field(default_factory=lambda: Console(stderr=True, highlight=False))
+    err: Console = field(default_factory=lambda: Console(stderr=True, highlight=False, soft_wrap=True))
     out: Console = field(default_factory=lambda: Console(highlight=False, soft_wrap=True))
     runner: Runner | None = None
     _config: Config | None = None
@@ -64,4 +65,4 @@ class App:
         self.err.print(msg, highlight=False)
 
     def warn(self, msg: str) -> None:
-        self.err.print(f"[yellow]warning:[/yellow] {msg}", highlight=False)
+        self.err.print(f"[yellow]warning:[/yellow] {escape(msg)}", highlight=False)

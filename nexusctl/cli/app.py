@@ -11,6 +11,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from nexusctl import __version__
 from nexusctl.app import App
@@ -102,7 +103,7 @@ def main(argv: list[str] | None = None) -> None:
     argv = hoist_globals(list(sys.argv[1:] if argv is None else argv))
     want_json = "--json" in argv
     verbose = "-v" in argv or "--verbose" in argv
-    err = Console(stderr=True, highlight=False)
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
     code = ExitCode.OK
     try:
         rv = app(args=argv, prog_name="nexusctl", standalone_mode=False)
@@ -142,9 +143,9 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _render_error(err: Console, e: NexusError, verbose: bool, want_json: bool) -> None:
-    err.print(f"[red]error:[/red] {e.message}", highlight=False, markup=True)
+    err.print(f"[red]error:[/red] {escape(e.message)}", highlight=False, markup=True)
     if e.hint:
-        err.print(f"[dim]fix:[/dim] {e.hint}", highlight=False)
+        err.print(f"[dim]fix:[/dim] {escape(e.hint)}", highlight=False)
     if verbose and e.details:
         err.print(e.details, markup=False, highlight=False)
     if want_json:

@@ -48,5 +48,10 @@ def config_values(cfg: Config) -> dict:
     }
 
 
+def links(cfg: Config) -> list:
+    """LinkSpecs (nexusctl.engine.links) for tracepoint/uprobe/perf_event/cgroup programs."""
+    return []
+
+
 def pin_dirs(pin_root: Path) -> dict[str, Path]:
     return {"progs": pin_root / "progs", "maps": pin_root / "maps", "links": pin_root / "links"}

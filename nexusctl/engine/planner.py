@@ -7,6 +7,8 @@ from nexusctl.engine.build import object_path, plan_build
 from nexusctl.engine.kernel import (AttachTc, AttachXdp, DetachTc, DetachXdp, EnsureBpffs, EnsureClsact,
                                     EnsureDir, LoadObject, RemoveClsact, RemovePins, RemoveState,
                                     UnpinObject, WriteConfigMap, iface_key)
+from nexusctl.engine import objects
+from nexusctl.engine.links import AttachLink, DetachLink
 from nexusctl.engine.objects import OBJECTS, config_values, map_sizes, needed_objects, pin_dirs
 from nexusctl.engine.state import State
 from nexusctl.paths import bpf_src_dir
@@ -46,8 +48,16 @@ def plan_up(cfg: Config, state: State, *, build: bool = True) -> list[Action]:
             wanted.add(p.key)
             actions.append(p)
 
+    link_specs = objects.links(cfg)
+    for spec in link_specs:
+        actions.append(AttachLink(spec, cfg.pin_root))
+    wanted_links = {s.name for s in link_specs}
+
     # Converge: what the state records but the config no longer wants goes away.
     actions += _detach_actions(state, exclude=wanted)
+    for name, rec in state.links.items():
+        if name not in wanted_links:
+            actions.append(DetachLink(name, cfg.pin_root, rec.get("target", "")))
     needed_names = {s.name for s in specs}
     for name in list(state.objects):
         if name not in needed_names:
@@ -73,8 +83,10 @@ def _detach_actions(state: State, exclude: set[str] = frozenset()) -> list[Actio
 
 
 def plan_down(cfg: Config, state: State) -> list[Action]:
-    actions = _detach_actions(state)
-    recorded = {a.key for a in actions}
+    actions: list[Action] = [DetachLink(name, cfg.pin_root, rec.get("target", ""))
+                             for name, rec in state.links.items()]
+    actions += _detach_actions(state)
+    recorded = {getattr(a, "key", None) for a in actions}
     # State lost or partial: still detach nexus programs from the configured interfaces
     # (the detach actions check the program is ours before touching anything).
     for iface in cfg.interfaces:

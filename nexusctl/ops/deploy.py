@@ -95,9 +95,15 @@ def status(app) -> dict:
             by_prog.setdefault(fs[0]["prog_id"], []).append(
                 {"kind": kind, "target": target, "mode": None, "prog_id": fs[0]["prog_id"],
                  "pref": rec.get("pref")})
-        elif kind in ("tracepoint", "uprobe", "perf_event", "cgroup", "link"):
-            by_prog.setdefault(rec.get("prog_id"), []).append(
-                {"kind": kind, "target": rec.get("target"), "mode": rec.get("mode"), "prog_id": rec.get("prog_id")})
+    from nexusctl.tools import perf
+    for name, rec in sorted(state.links.items()):
+        prog_id = perf.link_prog_id(rec.get("pin", ""))
+        if prog_id is None:
+            out["warnings"].append(f"link {name} ({rec.get('kind')} {rec.get('target')}) is gone")
+            continue
+        by_prog.setdefault(prog_id, []).append(
+            {"kind": rec.get("kind"), "target": rec.get("target"), "mode": None, "prog_id": prog_id,
+             "link": name})
 
     if dirs["progs"].exists():
         for pin in sorted(dirs["progs"].iterdir()):

@@ -11,7 +11,8 @@ from nexusctl.config.model import Interface
 from nexusctl.engine import observe
 from nexusctl.engine.actions import Action, Ctx
 from nexusctl.engine.build import file_sha256
-from nexusctl.engine.objects import ObjectSpec, pin_dirs
+from nexusctl.engine.objects import pin_dirs
+from nexusctl.features.base import ObjectSpec
 from nexusctl.errors import OperationFailed, Unsupported
 from nexusctl.tools.runner import reraise_libbpf
 
@@ -213,11 +214,12 @@ class WriteConfigMap(Action):
     kind = "config-map"
 
     def __init__(self, pin_root: Path, obj_path: Path, values: dict, map_name: str = "nexus_config",
-                 struct_name: str = "nexus_config"):
+                 struct_name: str = "nexus_config", key: int = 0):
         self.pin = pin_dirs(pin_root)["maps"] / map_name
         self.obj_path = obj_path
         self.values = values
         self.struct_name = struct_name
+        self.key = key.to_bytes(4, "little")
         self._old: bytes | None = None
 
     def describe(self) -> str:
@@ -232,19 +234,19 @@ class WriteConfigMap(Action):
         if not self.pin.exists() or not self.obj_path.exists():
             return False
         with ctx.runner.libbpf.MapHandle.pinned(str(self.pin)) as m:
-            cur = m.lookup(b"\0\0\0\0")
+            cur = m.lookup(self.key)
         return cur == self._packed()
 
     def apply(self, ctx: Ctx) -> None:
-        ctx.runner.kernel_action(f"bpf_map_update_elem {self.pin} key 0 ({self.describe()})")
+        ctx.runner.kernel_action(f"bpf_map_update_elem {self.pin} ({self.describe()})")
         with ctx.runner.libbpf.MapHandle.pinned(str(self.pin)) as m:
-            self._old = m.lookup(b"\0\0\0\0")
-            m.update(b"\0\0\0\0", self._packed())
+            self._old = m.lookup(self.key)
+            m.update(self.key, self._packed())
 
     def undo(self, ctx: Ctx) -> None:
         if self._old is not None and self.pin.exists():
             with ctx.runner.libbpf.MapHandle.pinned(str(self.pin)) as m:
-                m.update(b"\0\0\0\0", self._old)
+                m.update(self.key, self._old)
 
 
 # ---------------------------------------------------------------- XDP

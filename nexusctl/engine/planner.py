@@ -9,12 +9,9 @@ from nexusctl.engine.kernel import (AttachTc, AttachXdp, DetachTc, DetachXdp, En
                                     UnpinObject, WriteConfigMap, iface_key)
 from nexusctl.engine import objects
 from nexusctl.engine.links import AttachLink, DetachLink
-from nexusctl.engine.objects import OBJECTS, config_values, map_sizes, needed_objects, pin_dirs
+from nexusctl.engine.objects import OBJECTS, map_sizes, needed_objects, pin_dirs
 from nexusctl.engine.state import State
 from nexusctl.paths import bpf_src_dir
-
-DNS_OBJECTS = ("nexus_dns_xdp", "nexus_dns_tc")
-
 
 def plan_up(cfg: Config, state: State, *, build: bool = True) -> list[Action]:
     dirs = pin_dirs(cfg.pin_root)
@@ -27,9 +24,9 @@ def plan_up(cfg: Config, state: State, *, build: bool = True) -> list[Action]:
     specs = needed_objects(cfg)
     for spec in specs:
         actions.append(LoadObject(spec, object_path(cfg.build_dir, spec.name), cfg.pin_root, sizes))
-    dns_loaded = [s.name for s in specs if s.name in DNS_OBJECTS]
-    if dns_loaded:
-        actions.append(WriteConfigMap(cfg.pin_root, object_path(cfg.build_dir, dns_loaded[0]), config_values(cfg)))
+    for w in objects.config_writes(cfg):
+        actions.append(WriteConfigMap(cfg.pin_root, object_path(cfg.build_dir, w.source), w.values,
+                                      map_name=w.map_name, struct_name=w.struct_name, key=w.key))
 
     wanted: set[str] = set()
     for iface in cfg.interfaces:
@@ -48,6 +45,7 @@ def plan_up(cfg: Config, state: State, *, build: bool = True) -> list[Action]:
             wanted.add(p.key)
             actions.append(p)
 
+    actions += objects.extra_actions(cfg, state)
     link_specs = objects.links(cfg)
     for spec in link_specs:
         actions.append(AttachLink(spec, cfg.pin_root))

@@ -34,7 +34,7 @@ XDP_HELPERS = ["bpf_xdp_adjust_tail", "bpf_xdp_load_bytes", "bpf_xdp_store_bytes
                "bpf_csum_diff", "bpf_ktime_get_ns"]
 
 
-def _check(name, ok, detail="", fix="", required=True, group="kernel"):
+def check(name, ok, detail="", fix="", required=True, group="kernel"):
     return {"group": group, "name": name, "ok": bool(ok), "detail": detail, "fix": "" if ok else fix,
             "required": required}
 
@@ -43,44 +43,44 @@ def doctor(app) -> dict:
     r = app.runner
     checks = []
     rel = platform.release()
-    checks.append(_check("kernel", True, rel, group="kernel"))
+    checks.append(check("kernel", True, rel, group="kernel"))
     btf = Path("/sys/kernel/btf/vmlinux")
-    checks.append(_check("BTF", btf.exists(), str(btf) if btf.exists() else "missing",
+    checks.append(check("BTF", btf.exists(), str(btf) if btf.exists() else "missing",
                          "use a kernel built with CONFIG_DEBUG_INFO_BTF=y"))
     bpffs = observe.on_bpffs(Path("/sys/fs/bpf"))
-    checks.append(_check("bpffs", bpffs, "/sys/fs/bpf" if bpffs else "not mounted",
+    checks.append(check("bpffs", bpffs, "/sys/fs/bpf" if bpffs else "not mounted",
                          "mount -t bpf bpf /sys/fs/bpf (nexusctl up does this)", required=False))
     tracefs = Path("/sys/kernel/tracing/events").exists() or Path("/sys/kernel/debug/tracing/events").exists()
-    checks.append(_check("tracefs", tracefs, "/sys/kernel/tracing" if tracefs else "not mounted",
+    checks.append(check("tracefs", tracefs, "/sys/kernel/tracing" if tracefs else "not mounted",
                          "mount -t tracefs nodev /sys/kernel/tracing", required=False))
     cg = observe.mount_of(Path("/sys/fs/cgroup/unified"))
     cg2 = "/sys/fs/cgroup/unified" if cg and cg[1] == "cgroup2" else (
         "/sys/fs/cgroup" if (observe.mount_of(Path("/sys/fs/cgroup")) or ("", ""))[1] == "cgroup2" else None)
-    checks.append(_check("cgroup v2", cg2, cg2 or "not mounted", "mount -t cgroup2 none /sys/fs/cgroup/unified",
+    checks.append(check("cgroup v2", cg2, cg2 or "not mounted", "mount -t cgroup2 none /sys/fs/cgroup/unified",
                          required=False))
     uprobe = Path("/sys/bus/event_source/devices/uprobe").exists()
-    checks.append(_check("uprobe PMU", uprobe, "perf uprobe PMU" if uprobe else "missing",
+    checks.append(check("uprobe PMU", uprobe, "perf uprobe PMU" if uprobe else "missing",
                          "kernel needs CONFIG_UPROBE_EVENTS", required=False))
     kprobe = Path("/sys/kernel/tracing/kprobe_events").exists() or Path("/sys/kernel/debug/tracing/kprobe_events").exists()
-    checks.append(_check("kprobes", kprobe, "available" if kprobe else "CONFIG_KPROBE_EVENTS is off",
+    checks.append(check("kprobes", kprobe, "available" if kprobe else "CONFIG_KPROBE_EVENTS is off",
                          "not needed: nexus uses uprobes and tracepoints", required=False))
     try:
         r.libbpf
-        checks.append(_check("libbpf", True, "libbpf.so.1", group="tools"))
+        checks.append(check("libbpf", True, "libbpf.so.1", group="tools"))
     except Unsupported as e:
-        checks.append(_check("libbpf", False, str(e), "apt-get install libbpf1", group="tools"))
+        checks.append(check("libbpf", False, str(e), "apt-get install libbpf1", group="tools"))
     for tool, args, why in TOOLS:
         if r.has(tool):
             res = r.run([tool, *args], check=False, quiet=True, timeout=10)
             ver = (res.stdout or res.stderr).strip().splitlines()
-            checks.append(_check(tool, True, ver[0][:80] if ver else "", group="tools",
+            checks.append(check(tool, True, ver[0][:80] if ver else "", group="tools",
                                  required=tool in ("clang", "bpftool", "ip", "tc")))
         else:
             from nexusctl.tools.runner import PACKAGES
-            checks.append(_check(tool, False, f"needed for {why}", f"apt-get install {PACKAGES.get(tool, tool)}",
+            checks.append(check(tool, False, f"needed for {why}", f"apt-get install {PACKAGES.get(tool, tool)}",
                                  group="tools", required=tool in ("clang", "bpftool", "ip", "tc")))
     if os.geteuid() != 0:
-        checks.append(_check("root", False, "not root", "run as root (BPF needs CAP_BPF, CAP_NET_ADMIN)"))
+        checks.append(check("root", False, "not root", "run as root (BPF needs CAP_BPF, CAP_NET_ADMIN)"))
     elif r.has("bpftool"):
         feat = r.bpftool("feature", "probe", "kernel", check=False) or {}
         progs = feat.get("program_types", {})
@@ -88,15 +88,19 @@ def doctor(app) -> dict:
             ok = progs.get(key, False)
             if key == "have_kprobe_prog_type":
                 ok = ok and uprobe
-            checks.append(_check(f"prog {name}", ok, why, f"kernel lacks {name} programs", group="programs",
+            checks.append(check(f"prog {name}", ok, why, f"kernel lacks {name} programs", group="programs",
                                  required=key in ("have_xdp_prog_type", "have_sched_cls_prog_type")))
         maps = feat.get("map_types", {})
         for key, name in MAP_TYPES.items():
-            checks.append(_check(f"map {name}", maps.get(key, False), "", f"kernel lacks {name} maps",
+            checks.append(check(f"map {name}", maps.get(key, False), "", f"kernel lacks {name} maps",
                                  group="maps", required=name in ("percpu_array", "lru_hash")))
         helpers = feat.get("helpers", {}).get("xdp_available_helpers", [])
         for h in XDP_HELPERS:
-            checks.append(_check(f"xdp helper {h}", h in helpers, "", f"kernel lacks {h}", group="helpers",
+            checks.append(check(f"xdp helper {h}", h in helpers, "", f"kernel lacks {h}", group="helpers",
                                  required=h in ("bpf_xdp_adjust_tail", "bpf_csum_diff")))
+    from nexusctl.features import FEATURES
+    for f in FEATURES:
+        if hasattr(f, "doctor_checks"):
+            checks.extend(f.doctor_checks(app))
     missing = [c for c in checks if c["required"] and not c["ok"]]
     return {"ok": not missing, "checks": checks, "missing": [c["name"] for c in missing]}

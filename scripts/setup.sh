@@ -38,7 +38,7 @@ fi
 stamp="$VENV/.nexus-installed"
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   echo "setup: installing nexusctl and its test extras into $VENV"
-  "$VENV/bin/pip" install -q -e '.[test,bench]'
+  "$VENV/bin/pip" install -q -e '.[test,bench]' 2>&1 | grep -v "^WARNING: Location" >&2 || true
   touch "$stamp"
 fi
 echo "setup: ok ($("$VENV/bin/nexusctl" --version 2>/dev/null || echo nexusctl))"

@@ -38,7 +38,9 @@ fi
 stamp="$VENV/.nexus-installed"
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   echo "setup: installing nexusctl and its test extras into $VENV"
-  "$VENV/bin/pip" install -q -e '.[test,bench]' 2>&1 | grep -v "^WARNING: Location" >&2 || true
+  if ! "$VENV/bin/pip" install -q -e '.[test,bench]' 2> "$VENV/pip.log"; then
+    grep -v "^WARNING: Location" "$VENV/pip.log" >&2; exit 1
+  fi
   touch "$stamp"
 fi
 echo "setup: ok ($("$VENV/bin/nexusctl" --version 2>/dev/null || echo nexusctl))"

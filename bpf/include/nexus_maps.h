@@ -27,8 +27,18 @@ struct {
 	__type(value, struct nexus_config);
 } nexus_config SEC(".maps");
 
-/* Never read: puts enum nexus_counter into the object's BTF. */
+/* DNS latency histograms per path (enum nexus_lat_path); see struct nexus_latency. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, NEXUS_LAT__MAX);
+	__type(key, __u32);
+	__type(value, struct nexus_latency);
+} nexus_latency SEC(".maps");
+
+/* Never read: put the key enums into the object's BTF, where user space
+ * finds the names of counters and latency paths. */
 const volatile enum nexus_counter nexus_counter_names = NEXUS_CNT__MAX;
+const volatile enum nexus_lat_path nexus_lat_path_names = NEXUS_LAT__MAX;
 
 static __always_inline void count(enum nexus_counter c)
 {

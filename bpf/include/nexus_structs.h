@@ -51,35 +51,115 @@ enum nexus_counter {
 struct nexus_config {
 	__u16 dns_ports[NEXUS_MAX_DNS_PORTS]; /* host order; 0 = unused slot */
 	__u8 malformed_action;          /* enum nexus_malformed_action */
-	__u8 pad0[3];
+	__u8 rl_enabled;
+	__u8 rl_action;                 /* enum nexus_rl_action */
+	__u8 rl_v4_prefix;              /* client prefix length a bucket covers */
+	__u8 rl_v6_prefix;
+	__u8 dga_mode;                  /* enum nexus_dga_mode */
+	__u8 dga_min_len;               /* registrable labels shorter than this score 0 */
+	__u8 cache_enabled;
+	__u8 latency_enabled;
+	__u8 block_response;            /* enum nexus_block_response */
+	__u16 dga_threshold;            /* 0..1000 */
+	__u16 edns_udp_size;            /* UDP size we advertise in in-kernel answers */
+	__u16 pad0;
+	__u32 rl_slip_ratio;            /* slip: every Nth limited query gets TC=1 */
+	__u32 cache_min_ttl;            /* seconds; answers below are not cached */
+	__u32 cache_max_ttl;            /* seconds; cached entries live at most this */
+	__u32 synth_ttl;                /* TTL of synthesized answers */
+	__u64 rl_interval_ns;           /* 1e9 / rate: time one query costs */
+	__u64 rl_burst_ns;              /* interval * burst: how far ahead a client may run */
 };
 
-/* DNS latency, query to answer, in log2 buckets of nanoseconds: bucket i
- * counts durations in [2^i, 2^(i+1)) ns (bucket 0 also takes 0 and 1 ns).
- * One entry per path in nexus_latency (a per-CPU array). */
-#define NEXUS_LAT_BUCKETS 32
-enum nexus_lat_path {
-	NEXUS_LAT_KERNEL = 0,           /* answered in XDP: parse to XDP_TX */
-	NEXUS_LAT_RESOLVER = 1,         /* query seen at XDP ingress to answer at TC egress */
-	NEXUS_LAT__MAX,
+enum nexus_rl_action {
+	NEXUS_RL_DROP = 0,
+	NEXUS_RL_SLIP = 1,
 };
 
-struct nexus_latency {
-	__u64 buckets[NEXUS_LAT_BUCKETS];
-	__u64 count;
-	__u64 sum_ns;
+enum nexus_dga_mode {
+	NEXUS_DGA_OFF = 0,
+	NEXUS_DGA_COUNT = 1,
+	NEXUS_DGA_BLOCK = 2,
 };
 
-/* Per-process figures (LRU hash nexus_procs keyed by tgid), shared by the
- * metrics tracepoints, the certificate observer and the enforcer. Values are
- * shared between CPUs: update with __sync_fetch_and_add. */
-struct nexus_proc_stats {
-	char comm[16];
-	__u64 dns_queries;              /* DNS sends (to a DNS port) */
-	__u64 cert_validations;         /* server certificates parsed in a TLS handshake */
-	__u64 tls_connections;          /* TCP connections to 443 established */
-	__u64 dns_denied;               /* DNS sends refused (or audited) by the enforcer */
-	__u64 last_seen_ns;
+enum nexus_block_response {
+	NEXUS_BLOCK_NXDOMAIN = 0,
+	NEXUS_BLOCK_REFUSED = 1,
+	NEXUS_BLOCK_DROP = 2,
+};
+
+/* ---- DGA scoring (see nexusctl/dga.py, the reference) ----
+ * Characters map to an alphabet of NEXUS_DGA_ALPHA symbols (a-z, 0-9, '-',
+ * other); rarity[a * NEXUS_DGA_ALPHA + b] is how unusual the pair "ab" is in
+ * ordinary names, 0 (common) .. 255 (never seen). One entry in nexus_dga. */
+#define NEXUS_DGA_ALPHA 38
+struct nexus_dga_table {
+	__u8 rarity[NEXUS_DGA_ALPHA * NEXUS_DGA_ALPHA];
+	__u16 w_rarity;                 /* weights of the three features, sum > 0 */
+	__u16 w_digits;
+	__u16 w_run;
+	__u16 pad;
+};
+
+/* ---- the answer cache ---- */
+#ifndef NEXUS_CACHE_NAME
+#define NEXUS_CACHE_NAME 128            /* names longer than this (wire form) are not cached */
+#endif
+#ifndef NEXUS_CACHE_DATA
+#define NEXUS_CACHE_DATA 512            /* record bytes an entry holds */
+#endif
+#ifndef NEXUS_CACHE_MAX_RR
+#define NEXUS_CACHE_MAX_RR 16           /* records (answer+authority+additional) an entry holds */
+#endif
+
+/* Lower-cased wire-form QNAME (zero padded), type, class and the DO bit. */
+struct nexus_cache_key {
+	__u8 name[NEXUS_CACHE_NAME];
+	__u16 qtype;
+	__u16 qclass;
+	__u8 do_bit;
+	__u8 pad[3];
+};
+
+/* The records of a resolver's answer, ready to be appended after a client's
+ * question. TTL fields in data are zero; ttl_off/ttl_orig say where each TTL
+ * goes and what it was at insert time. csum is the ones' complement sum of
+ * data (TTLs zeroed) as if it started at an even offset. */
+struct nexus_cache_val {
+	__u64 inserted_ns;
+	__u64 expires_ns;
+	__u32 csum;
+	__u16 data_len;
+	__u16 flags;                    /* response flags (host order) except QR/TC/RD/opcode */
+	__u16 ancount;
+	__u16 nscount;
+	__u16 arcount;                  /* without the OPT record */
+	__u16 n_ttl;
+	__u16 ttl_off[NEXUS_CACHE_MAX_RR];
+	__u32 ttl_orig[NEXUS_CACHE_MAX_RR];
+	__u8 data[NEXUS_CACHE_DATA];
+};
+
+/* ---- rate limiting: one GCRA state per client prefix ---- */
+struct nexus_rl_key {
+	__u8 family;                    /* 4 or 6 */
+	__u8 prefix;
+	__u8 pad[2];
+	__u8 addr[16];                  /* masked to the prefix */
+};
+
+struct nexus_rl_state {
+	__u64 tat_ns;                   /* theoretical arrival time of the next query */
+	__u64 limited;                  /* queries over the limit so far */
+};
+
+/* ---- latency: queries waiting for the resolver's answer ---- */
+struct nexus_inflight_key {
+	__u8 addr[16];                  /* client address (IPv4 in the first 4 bytes) */
+	__u16 port;                     /* client port, network order */
+	__u16 id;                       /* DNS id, network order */
+	__u8 family;
+	__u8 pad[3];
 };
 
 enum nexus_malformed_action {

@@ -71,6 +71,34 @@ struct nexus_config {
 	__u64 rl_burst_ns;              /* interval * burst: how far ahead a client may run */
 };
 
+/* DNS latency, query to answer, in log2 buckets of nanoseconds: bucket i
+ * counts durations in [2^i, 2^(i+1)) ns (bucket 0 also takes 0 and 1 ns).
+ * One entry per path in nexus_latency (a per-CPU array). */
+#define NEXUS_LAT_BUCKETS 32
+enum nexus_lat_path {
+	NEXUS_LAT_KERNEL = 0,           /* answered in XDP: parse to XDP_TX */
+	NEXUS_LAT_RESOLVER = 1,         /* query seen at XDP ingress to answer at TC egress */
+	NEXUS_LAT__MAX,
+};
+
+struct nexus_latency {
+	__u64 buckets[NEXUS_LAT_BUCKETS];
+	__u64 count;
+	__u64 sum_ns;
+};
+
+/* Per-process figures (LRU hash nexus_procs keyed by tgid), shared by the
+ * metrics tracepoints, the certificate observer and the enforcer. Values are
+ * shared between CPUs: update with __sync_fetch_and_add. */
+struct nexus_proc_stats {
+	char comm[16];
+	__u64 dns_queries;              /* DNS sends (to a DNS port) */
+	__u64 cert_validations;         /* server certificates parsed in a TLS handshake */
+	__u64 tls_connections;          /* TCP connections to 443 established */
+	__u64 dns_denied;               /* DNS sends refused (or audited) by the enforcer */
+	__u64 last_seen_ns;
+};
+
 enum nexus_rl_action {
 	NEXUS_RL_DROP = 0,
 	NEXUS_RL_SLIP = 1,
@@ -93,8 +121,9 @@ enum nexus_block_response {
  * other); rarity[a * NEXUS_DGA_ALPHA + b] is how unusual the pair "ab" is in
  * ordinary names, 0 (common) .. 255 (never seen). One entry in nexus_dga. */
 #define NEXUS_DGA_ALPHA 38
+#define NEXUS_DGA_TABLE 2048            /* >= ALPHA * ALPHA, a power of two (index masking) */
 struct nexus_dga_table {
-	__u8 rarity[NEXUS_DGA_ALPHA * NEXUS_DGA_ALPHA];
+	__u8 rarity[NEXUS_DGA_TABLE];
 	__u16 w_rarity;                 /* weights of the three features, sum > 0 */
 	__u16 w_digits;
 	__u16 w_run;
@@ -154,6 +183,12 @@ struct nexus_rl_state {
 };
 
 /* ---- latency: queries waiting for the resolver's answer ---- */
+struct nexus_inflight_val {
+	__u64 ts_ns;                    /* when XDP passed the query on */
+	__u8 no_cache;                  /* the query carried EDNS Client Subnet: do not cache its answer */
+	__u8 pad[7];
+};
+
 struct nexus_inflight_key {
 	__u8 addr[16];                  /* client address (IPv4 in the first 4 bytes) */
 	__u16 port;                     /* client port, network order */

@@ -102,6 +102,7 @@ class Latency(Strict):
 class Dns(Strict):
     ports: list[Port] = Field(default_factory=lambda: [53], min_length=1, max_length=4)
     malformed: Literal["drop", "pass"] = "drop"
+    edns_udp_size: int = Field(1232, ge=512, le=4096, description="UDP size advertised in in-kernel answers")
     rate_limit: RateLimit = Field(default_factory=RateLimit)
     dga: Dga = Field(default_factory=Dga)
     cache: Cache = Field(default_factory=Cache)

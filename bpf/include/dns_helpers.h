@@ -23,6 +23,7 @@ struct dnshdr {
 #define NEXUS_MAX_EDNS_LEN 256          /* option bytes walked looking for ECS */
 #define NEXUS_EDNS_LEN_MASK 511
 #define NAME_MASK (NEXUS_NAME_BUF - 1)
+#define NEXUS_MOVE_BUF 1024             /* >= NEXUS_MAX_HDR_OFF + DNS header + 255 + 4 */
 
 /* What the parse of a query found. Lives in the per-CPU scratch map, not on
  * the stack: values read back from map memory are unknown to the verifier,
@@ -60,6 +61,7 @@ struct nexus_scratch {
 	__u16 edns_udp_size;
 	__u64 start_ns;
 	struct nexus_cache_val synth;   /* a synthesized answer (block, slip, policy) */
+	__u8 move_buf[NEXUS_MOVE_BUF];  /* headers + question, when an answer grows at the front */
 };
 
 /* Per-CPU scratch, one entry per program (maps named *_scratch are not

@@ -95,8 +95,22 @@ __noinline int dns_reply(struct xdp_md *ctx, struct nexus_scratch *s, const stru
 	data_end = (void *)(long)ctx->data_end;
 	frame_len = dns_off + msg_len;
 	delta = (int)frame_len - (int)(data_end - data);
-	if (delta && bpf_xdp_adjust_tail(ctx, delta))
-		return -1;                            /* no tailroom: unchanged */
+	if (delta && bpf_xdp_adjust_tail(ctx, delta)) {
+		/* No tailroom. veth hands XDP the sender's skb as it is, often
+		 * with none to spare; headroom (XDP_PACKET_HEADROOM) is promised
+		 * to every XDP program, so grow at the front instead and move the
+		 * headers and the question forward. */
+		__u32 keep = dns_off + ans_off;
+
+		if (delta < 0 || keep > NEXUS_MOVE_BUF || keep == 0)
+			return -1;
+		if (bpf_xdp_load_bytes(ctx, 0, s->move_buf, keep))
+			return -1;
+		if (bpf_xdp_adjust_head(ctx, -delta))
+			return -1;                    /* unchanged */
+		if (bpf_xdp_store_bytes(ctx, 0, s->move_buf, keep))
+			return REPLY_DAMAGED;
+	}
 
 	/* records, then their TTLs aged, then the OPT record */
 	if (data_len > 0 && bpf_xdp_store_bytes(ctx, dns_off + ans_off, (void *)val->data, data_len))

@@ -164,6 +164,8 @@ const volatile enum nexus_enf_counter nexus_enf_counter_names = NEXUS_ENF_CNT__M
 const volatile enum nexus_enf_hook nexus_enf_hook_names = NEXUS_ENF_HOOK__MAX;
 const volatile enum nexus_enf_verdict nexus_enf_verdict_names = NEXUS_ENF_AUDITED;
 const volatile enum nexus_enf_mode nexus_enf_mode_names = NEXUS_ENF_MODE_ENFORCE;
+/* Likewise for the event layout: a ring buffer map carries no value type. */
+const volatile struct nexus_enf_event nexus_enf_event_layout = {};
 
 static __always_inline void enf_count(enum nexus_enf_counter c)
 {

@@ -38,23 +38,27 @@ def _lib():
 
 
 class RingBuffer:
-    """Consume records of one ring buffer map; on_sample(bytes) is called for each.
+    """Consume records of one ring buffer map; on_sample(bytes) is called for each,
+    and may return True to stop (the records after it stay in the buffer).
 
     with RingBuffer(map_fd, handler) as rb:
         rb.poll(100)        # wait up to 100 ms, handle what is there
         rb.consume()        # handle what is there, do not wait
     """
 
-    def __init__(self, map_fd: int, on_sample: Callable[[bytes], None]):
+    def __init__(self, map_fd: int, on_sample: Callable[[bytes], bool | None]):
         L = _lib()
         self._error: BaseException | None = None
+        self._stopped = False
 
         def _cb(_ctx, data, size):
             try:
-                on_sample(ctypes.string_at(data, size))
+                if on_sample(ctypes.string_at(data, size)):
+                    self._stopped = True
+                    return -errno_mod.ECANCELED     # libbpf stops after this record
             except BaseException as e:  # noqa: BLE001 - never unwind through C; re-raised after the poll
                 self._error = e
-                return -1
+                return -errno_mod.ECANCELED
             return 0
 
         self._cb = _SAMPLE_FN(_cb)      # keep a reference while libbpf holds the pointer
@@ -66,6 +70,9 @@ class RingBuffer:
         if self._error is not None:
             err, self._error = self._error, None
             raise err
+        if self._stopped:
+            self._stopped = False
+            return 1
         if rc < 0 and -rc != errno_mod.EINTR:
             raise libbpf.LibbpfError(what, -rc)
         return max(rc, 0)

@@ -13,6 +13,7 @@
 #define NEXUS_ENFORCE_H
 
 #include "nexus_consts.h"
+#include <bpf/bpf_core_read.h>
 #include "nexus_procs.h"          /* proc_stats(): per-process dns_denied */
 
 #ifndef NEXUS_ENF_MAX_CGROUPS
@@ -118,7 +119,8 @@ struct nexus_enf_event {
 	__u8 hook;                      /* enum nexus_enf_hook */
 	__u8 verdict;                   /* enum nexus_enf_verdict */
 	__u8 pad[2];
-	char comm[16];
+	char comm[16];                  /* the process's (thread group leader's) name */
+	char thread_comm[16];           /* the sending thread's name (dig: "isc-net-0000") */
 };
 
 /* ---- maps ---- */
@@ -219,6 +221,7 @@ enf_decide(const struct nexus_enf_policy *pol, __u64 cgid, const __u32 addr[4], 
 	struct nexus_enf_cg_stats *cs;
 	struct nexus_proc_stats *ps;
 	struct nexus_enf_event *ev;
+	struct task_struct *task;
 	enum nexus_enf_verdict verdict;
 	__u32 idx = pol->index;
 	__u64 pid_tgid;
@@ -278,7 +281,10 @@ enf_decide(const struct nexus_enf_policy *pol, __u64 cgid, const __u32 addr[4], 
 	ev->verdict = verdict;
 	ev->pad[0] = 0;
 	ev->pad[1] = 0;
-	bpf_get_current_comm(ev->comm, sizeof(ev->comm));
+	bpf_get_current_comm(ev->thread_comm, sizeof(ev->thread_comm));
+	task = (struct task_struct *)bpf_get_current_task();
+	if (bpf_probe_read_kernel_str(ev->comm, sizeof(ev->comm), BPF_CORE_READ(task, group_leader, comm)) < 0)
+		__builtin_memcpy(ev->comm, ev->thread_comm, sizeof(ev->comm));
 	bpf_ringbuf_submit(ev, 0);
 	return verdict;
 }

@@ -258,6 +258,12 @@ class Enforce(Strict):
     ports: EnforcePorts = Field(default_factory=lambda: [53, 853], description="DNS ports (UDP and TCP)")
     cgroups: list[EnforceCgroup] = Field(default_factory=list, max_length=ENFORCE_MAX_CGROUPS)
 
+    @field_validator("lsm", mode="before")
+    @classmethod
+    def _yaml_off(cls, v):
+        # YAML 1.1 reads a bare `off` as false
+        return "off" if v is False else v
+
     @field_validator("cgroups")
     @classmethod
     def _unique_cgroups(cls, v: list[EnforceCgroup]) -> list[EnforceCgroup]:

@@ -187,6 +187,7 @@ class EventDecoder:
         return {
             "time": datetime.fromtimestamp(wall, timezone.utc).isoformat(timespec="microseconds"),
             "pid": ev["pid"], "tid": ev["tid"], "uid": ev["uid"], "comm": _comm(ev["comm"]),
+            "thread_comm": _comm(ev["thread_comm"]),
             "destination": str(dest), "port": ev["port"], "family": ev["family"],
             "protocol": PROTOCOLS.get(ev["protocol"], str(ev["protocol"])),
             "hook": self.hooks.get(ev["hook"], str(ev["hook"])),

@@ -206,6 +206,7 @@ def test_events_carry_pid_comm_destination(enf):
         addr = b"".join(w.to_bytes(4, "little") for w in e["addr"])
         got.append((hooks[e["hook"]], e["family"], addr, e["port"], e["protocol"]))
         assert e["pid"] == r["pid"] and e["comm"].rstrip(b"\0").decode() == r["comm"]
+        assert e["thread_comm"].rstrip(b"\0").decode() == r["comm"]      # single-threaded probe
         assert e["cgroup_id"] == os.stat(enf.cg).st_ino and e["verdict"] == 1 and e["policy"] == 0
     import ipaddress
     assert got == [

@@ -140,6 +140,22 @@ def test_audit_lets_dns_through_and_counts_it(enf):
     assert [(e["comm"], e["destination"], e["verdict"]) for e in evs] == [("dig", lab.srv_v6, "audited")]
 
 
+def test_reload_swaps_programs_and_keeps_the_policy(enf):
+    lab = enf.lab
+    enf.write(mode="enforce")
+    assert enf.ctl("up").rc == 0
+    before = {a["id"] for a in enf.attached()}
+    r = enf.ctl("--json", "reload")
+    assert r.rc == 0, r.stderr
+    after = enf.attached()
+    assert len(after) == 4 and {a["id"] for a in after}.isdisjoint(before)   # new programs, old ones gone
+    bad = enf.dig(lab.srv_v6)
+    assert bad.returncode != 0 and "198.19.0.7" not in bad.stdout
+    assert enf.dig(lab.srv_v4).stdout.strip() == "198.19.0.7"
+    enf.write(mode="audit")
+    assert enf.ctl("up").rc == 0
+
+
 def test_lsm_required_is_not_supported_here(enf):
     from nexusctl.features.enforce import lsm_support
     ok, _ = lsm_support(ROOT / "build")

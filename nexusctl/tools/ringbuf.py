@@ -16,13 +16,16 @@ from typing import Callable
 from nexusctl.tools import libbpf
 
 _SAMPLE_FN = CFUNCTYPE(c_int, c_void_p, c_void_p, c_size_t)
-_declared = False
+_own = None
 
 
 def _lib():
-    global _declared
-    L = libbpf.lib()
-    if not _declared:
+    """Our own CDLL handle on the already loaded libbpf (same library, loaded once): ctypes
+    keeps argtypes per handle, so other modules declaring these functions with their own
+    callback types cannot clash with ours."""
+    global _own
+    if _own is None:
+        L = ctypes.CDLL(libbpf.lib()._name, use_errno=True)
         for name, res, args in (
             ("ring_buffer__new", c_void_p, [c_int, _SAMPLE_FN, c_void_p, c_void_p]),
             ("ring_buffer__poll", c_int, [c_void_p, c_int]),
@@ -33,8 +36,8 @@ def _lib():
             fn = getattr(L, name)
             fn.restype = res
             fn.argtypes = args
-        _declared = True
-    return L
+        _own = L
+    return _own
 
 
 class RingBuffer:

@@ -21,7 +21,8 @@ def _tables(d: dict):
     p.add_column("queries", justify="right")
     for k, v in d["policy"].items():
         p.add_row(k, f"{v:,}")
-    return [t, p]
+    from nexusctl.cli.enforce import stats_tables
+    return [t, p, *stats_tables(d)]
 
 
 def register(app: typer.Typer) -> None:

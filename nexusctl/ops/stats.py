@@ -67,4 +67,10 @@ def stats(app) -> dict:
         "counters": c,
         "up": Path(app.config.pin_root).exists(),
     }
+    out["enforce"] = _enforce_section(app)
     return out
+
+
+def _enforce_section(app) -> dict:
+    from nexusctl.ops.enforce import stats_section     # the enforcer's own figures (nexusctl.ops.enforce)
+    return stats_section(app)

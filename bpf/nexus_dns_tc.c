@@ -11,6 +11,7 @@
 #include "parsing_helpers.h"
 #include "dns_helpers.h"
 #include "csum.h"
+#include "policy.h"
 
 #ifndef NEXUS_MAX_NAME_STEPS
 #define NEXUS_MAX_NAME_STEPS 128        /* labels walked in a record's owner name */
@@ -133,6 +134,94 @@ static long rr_step(__u32 i, struct rr_walk *w)
 	return 0;
 }
 
+struct rewrite_walk {
+	struct __sk_buff *skb;
+	const struct nexus_policy_val *pol;
+	__u32 dns_off;
+	__u32 csum_off;                 /* UDP checksum offset in the packet */
+	__u32 off;
+	__u32 msg_len;
+	__u32 nrec;
+	__u32 done;
+	__u8 bad;
+};
+
+static __always_inline int skip_name_rw(struct rewrite_walk *w)
+{
+	__u8 b;
+	int i;
+
+	for (i = 0; i < NEXUS_MAX_NAME_STEPS; i++) {
+		if (w->off >= w->msg_len || bpf_skb_load_bytes(w->skb, w->dns_off + w->off, &b, 1))
+			return -1;
+		if (b == 0) {
+			w->off += 1;
+			return 0;
+		}
+		if ((b & DNS_LABEL_PTR_MASK) == DNS_LABEL_PTR_MASK) {
+			w->off += 2;
+			return 0;
+		}
+		if (b & DNS_LABEL_PTR_MASK)
+			return -1;
+		w->off += 1 + b;
+	}
+	return -1;
+}
+
+/* One answer record per call: A (or AAAA) data becomes the rule's address,
+ * the TTL is kept, the UDP checksum follows each 4-byte change. */
+static long rewrite_step(__u32 i, struct rewrite_walk *w)
+{
+	__u8 fx[DNS_RR_FIXED_LEN];
+	__u16 type, rdlen, want_type, want_len;
+	__u32 j;
+
+	if (i >= w->nrec)
+		return 1;
+	if (skip_name_rw(w) || w->off + DNS_RR_FIXED_LEN > w->msg_len ||
+	    bpf_skb_load_bytes(w->skb, w->dns_off + w->off, fx, sizeof(fx))) {
+		w->bad = 1;
+		return 1;
+	}
+	type = ((__u16)fx[0] << 8) | fx[1];
+	rdlen = ((__u16)fx[8] << 8) | fx[9];
+	want_type = w->pol->family == 6 ? DNS_TYPE_AAAA : DNS_TYPE_A;
+	want_len = w->pol->family == 6 ? 16 : 4;
+	w->off += DNS_RR_FIXED_LEN;
+	if (type == want_type && rdlen == want_len && w->off + rdlen <= w->msg_len) {
+		for (j = 0; j < 16; j += 4) {
+			__be32 old_w, new_w;
+
+			if (j >= want_len)
+				break;
+			if (bpf_skb_load_bytes(w->skb, w->dns_off + w->off + j, &old_w, 4))
+				return 1;
+			__builtin_memcpy(&new_w, &w->pol->addr[j], 4);
+			bpf_l4_csum_replace(w->skb, w->csum_off, old_w, new_w, BPF_F_MARK_MANGLED_0 | 4);
+			bpf_skb_store_bytes(w->skb, w->dns_off + w->off + j, &new_w, 4, 0);
+		}
+		w->done++;
+	}
+	w->off += rdlen;
+	return 0;
+}
+
+static __always_inline int rewrite_answers(struct __sk_buff *skb, struct nexus_scratch *s, struct dnshdr *dns)
+{
+	struct rewrite_walk w = {};
+
+	w.skb = skb;
+	w.pol = &s->pol;
+	w.dns_off = s->m.payload_off;
+	w.csum_off = s->m.l4_off + offsetof(struct udphdr, check);
+	w.off = sizeof(*dns) + s->q.name_len + DNS_QFIXED_LEN;
+	w.msg_len = s->m.payload_len;
+	w.nrec = bpf_ntohs(dns->ancount);
+	bpf_loop(RR_WALK_MAX, rewrite_step, &w, 0);
+	return w.done;
+}
+
 /* Sum (csum.h) of the cached bytes with their TTL fields zeroed. */
 static __always_inline __u32 data_sum(struct nexus_cache_val *v, __u32 len)
 {
@@ -166,33 +255,47 @@ static __always_inline __u32 data_sum(struct nexus_cache_val *v, __u32 len)
 	return swab16(csum_fold((__u64)(__u32)w));
 }
 
+/* The answer's question (the response repeats the query's): into s->name and
+ * s->q, with the label hashes the policy lookup needs. */
+static __always_inline int parse_response_question(struct __sk_buff *skb, struct nexus_scratch *s,
+						   struct dnshdr *dns, void *data_end)
+{
+	__u8 qf[DNS_QFIXED_LEN];
+	__u32 name_len;
+
+	if (dns->qdcount != bpf_htons(1))
+		return -1;
+	__builtin_memset(s->name, 0, sizeof(s->name));
+	__builtin_memset(&s->q, 0, sizeof(s->q));
+	policy_prepare(s);
+	if (parse_qname((__u8 *)(dns + 1), data_end, s) != PARSE_OK)
+		return -1;
+	name_len = s->q.name_len;
+	if (name_len > DNS_MAX_NAME)
+		return -1;
+	if (bpf_skb_load_bytes(skb, s->m.payload_off + sizeof(*dns) + name_len, qf, sizeof(qf)))
+		return -1;
+	s->q.qtype = ((__u16)qf[0] << 8) | qf[1];
+	s->q.qclass = ((__u16)qf[2] << 8) | qf[3];
+	return 0;
+}
+
 static __always_inline void fill_cache(struct __sk_buff *skb, struct nexus_scratch *s,
-				       const struct nexus_config *cfg, struct dnshdr *dns, void *data_end,
-				       __u64 now)
+				       const struct nexus_config *cfg, struct dnshdr *dns, __u64 now)
 {
 	struct nexus_cache_val *v = &s->synth;
 	struct rr_walk w = {};
 	__u16 flags = bpf_ntohs(dns->flags), rcode = flags & DNS_RCODE_MASK;
 	__u32 name_len, data_len, ttl;
 
-	if ((flags & (DNS_OPCODE_MASK | DNS_FLAG_TC)) || dns->qdcount != bpf_htons(1) ||
+	if ((flags & (DNS_OPCODE_MASK | DNS_FLAG_TC)) ||
 	    (rcode != DNS_RCODE_NOERROR && rcode != DNS_RCODE_NXDOMAIN))
-		goto skip;
-	__builtin_memset(s->name, 0, sizeof(s->name));
-	__builtin_memset(&s->q, 0, sizeof(s->q));
-	if (parse_qname((__u8 *)(dns + 1), data_end, s) != PARSE_OK)
 		goto skip;
 	name_len = s->q.name_len;
 	if (name_len > NEXUS_CACHE_NAME)
 		goto skip;
-	{
-		__u8 qf[DNS_QFIXED_LEN];
-
-		if (bpf_skb_load_bytes(skb, s->m.payload_off + sizeof(*dns) + name_len, qf, sizeof(qf)))
-			goto skip;
-		s->key.qtype = ((__u16)qf[0] << 8) | qf[1];
-		s->key.qclass = ((__u16)qf[2] << 8) | qf[3];
-	}
+	s->key.qtype = s->q.qtype;
+	s->key.qclass = s->q.qclass;
 	__builtin_memcpy(s->key.name, s->name, NEXUS_CACHE_NAME);
 
 	v->n_ttl = 0;
@@ -323,8 +426,19 @@ int nexus_dns_tc(struct __sk_buff *skb)
 	count(NEXUS_CNT_TC_RESPONSES);
 
 	no_cache = match_inflight(data, data_end, m, dns, cfg, now);
+	if (parse_response_question(skb, s, dns, data_end)) {
+		if (cfg->cache_enabled)
+			count(NEXUS_CNT_CACHE_SKIPPED);
+		return TC_ACT_OK;
+	}
+	if (policy_lookup(s) == NEXUS_POL_REDIRECT) {
+		/* rewritten answers are never cached: the rule may go away */
+		if (rewrite_answers(skb, s, dns) > 0)
+			count(NEXUS_CNT_POLICY_REDIRECTED);
+		return TC_ACT_OK;
+	}
 	if (cfg->cache_enabled && !no_cache)
-		fill_cache(skb, s, cfg, dns, data_end, now);
+		fill_cache(skb, s, cfg, dns, now);
 	else if (cfg->cache_enabled)
 		count(NEXUS_CNT_CACHE_SKIPPED);
 	return TC_ACT_OK;

@@ -16,6 +16,7 @@
 #include "dns_reply.h"
 #include "ratelimit.h"
 #include "dga.h"
+#include "policy.h"
 
 static __always_inline int malformed(const struct nexus_config *cfg)
 {
@@ -169,6 +170,7 @@ int nexus_dns_xdp(struct xdp_md *ctx)
 		return XDP_PASS;
 	}
 
+	policy_prepare(s);
 	r = parse_query(data, data_end, dns, m->payload_off, m->payload_len, s);
 	if (r == PARSE_MALFORMED)
 		return malformed(cfg);
@@ -206,11 +208,45 @@ int nexus_dns_xdp(struct xdp_md *ctx)
 	s->edns_udp_size = cfg->edns_udp_size;
 	s->start_ns = now;
 
+	/* policy first: it beats the cache (a cached name that becomes blocked is blocked) */
+	switch (policy_lookup(s)) {
+	case NEXUS_POL_BLOCK:
+		count(NEXUS_CNT_POLICY_BLOCKED);
+		return block(ctx, s, cfg, now);
+	case NEXUS_POL_SYNTHESIZE:
+		count(NEXUS_CNT_POLICY_SYNTHESIZED);
+		r = answer(ctx, s, synth_answer(s, cfg->synth_ttl, now), now);
+		if (r == REPLY_SENT)
+			return XDP_TX;
+		if (r == REPLY_DAMAGED)
+			return XDP_DROP;
+		break;
+	case NEXUS_POL_REDIRECT:
+		if ((s->q.qtype == DNS_TYPE_A && s->pol.family == 6) ||
+		    (s->q.qtype == DNS_TYPE_AAAA && s->pol.family == 4)) {
+			/* the other family has no address to give: NODATA, so the
+			 * real address does not leak around the redirect */
+			count(NEXUS_CNT_POLICY_REDIRECTED);
+			r = answer(ctx, s, synth_answer(s, cfg->synth_ttl, now), now);
+			if (r == REPLY_SENT)
+				return XDP_TX;
+			if (r == REPLY_DAMAGED)
+				return XDP_DROP;
+		}
+		/* the resolver answers; TC egress rewrites the address. Not from
+		 * the cache: it holds the real answer. */
+		goto to_resolver;
+	case NEXUS_POL_ALLOW:
+		count(NEXUS_CNT_POLICY_ALLOWED);
+		goto allowed;
+	}
+
 	if (cfg->dga_mode != NEXUS_DGA_OFF && dga_score(s, cfg) >= cfg->dga_threshold) {
 		count(NEXUS_CNT_SUSPICIOUS);
 		if (cfg->dga_mode == NEXUS_DGA_BLOCK)
 			return block(ctx, s, cfg, now);
 	}
+allowed:
 
 	if (cfg->cache_enabled && !s->q.has_ecs && cache_key(s)) {
 		val = bpf_map_lookup_elem(&nexus_cache, &s->key);
@@ -232,6 +268,7 @@ int nexus_dns_xdp(struct xdp_md *ctx)
 		count(NEXUS_CNT_CACHE_MISSES);
 	}
 
+to_resolver:
 	data = (void *)(long)ctx->data;
 	data_end = (void *)(long)ctx->data_end;
 	dns = pkt_ptr(data, m->payload_off);

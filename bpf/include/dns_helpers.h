@@ -24,6 +24,12 @@ struct dnshdr {
 #define NEXUS_EDNS_LEN_MASK 511
 #define NAME_MASK (NEXUS_NAME_BUF - 1)
 #define NEXUS_MOVE_BUF 1024             /* >= NEXUS_MAX_HDR_OFF + DNS header + 255 + 4 */
+#define NEXUS_MAX_LABELS_BUF 128        /* > DNS_MAX_LABELS, a power of two */
+#define LABEL_MASK (NEXUS_MAX_LABELS_BUF - 1)
+#define TEXT_MASK (NEXUS_PREFIX_MAX - 1)
+/* The two policy hash lanes (nexusctl/policy/hashing.py mirrors these). */
+#define POL_P1 0x100000001b3ULL         /* FNV-1a 64-bit prime */
+#define POL_P2 0x9e3779b97f4a7c15ULL    /* odd golden-ratio multiplier */
 
 /* What the parse of a query found. Lives in the per-CPU scratch map, not on
  * the stack: values read back from map memory are unknown to the verifier,
@@ -62,6 +68,16 @@ struct nexus_scratch {
 	__u64 start_ns;
 	struct nexus_cache_val synth;   /* a synthesized answer (block, slip, policy) */
 	__u8 move_buf[NEXUS_MOVE_BUF];  /* headers + question, when an answer grows at the front */
+	/* policy: per-label hashes made while parsing (policy.h combines them) */
+	__u64 seed1;                    /* copied from nexus_pol_state before parsing */
+	__u64 seed2;
+	__u32 hash_labels;              /* make the label hashes (rules are loaded) */
+	__u8 label_start[NEXUS_MAX_LABELS_BUF];
+	__u64 label_h1[NEXUS_MAX_LABELS_BUF];
+	__u64 label_h2[NEXUS_MAX_LABELS_BUF];
+	__u8 text[NEXUS_PREFIX_MAX];    /* the name dotted, lower case: prefix rules match it */
+	struct nexus_prefix_key pkey;   /* the LPM key built from text */
+	struct nexus_policy_val pol;    /* the rule that decided */
 };
 
 /* Per-CPU scratch, one entry per program (maps named *_scratch are not
@@ -114,6 +130,8 @@ struct qname_walk {
 	__u8 *qname;
 	void *data_end;
 	struct nexus_scratch *s;
+	__u64 lh1;                      /* hash of the current label, two lanes */
+	__u64 lh2;
 	__u32 label_left;
 	__u32 sum;
 	int result;
@@ -133,8 +151,22 @@ static long qname_step(__u32 i, struct qname_walk *w)
 	/* the question starts at DNS offset 12: byte i sits at 12 + i */
 	w->sum += (i & 1) ? c : (__u32)c << 8;
 	if (w->label_left) {
-		w->s->name[bounded(i, NAME_MASK)] = to_lower(c);
+		__u8 lc = to_lower(c);
+
+		w->s->name[bounded(i, NAME_MASK)] = lc;
+		if (i - 1 < NEXUS_PREFIX_MAX)
+			w->s->text[bounded(i - 1, TEXT_MASK)] = lc;
 		w->label_left--;
+		if (w->s->hash_labels) {
+			w->lh1 = (w->lh1 ^ lc) * POL_P1;
+			w->lh2 = (w->lh2 ^ lc) * POL_P2;
+			if (!w->label_left) {
+				__u32 k = bounded(w->s->q.labels - 1, LABEL_MASK);
+
+				w->s->label_h1[k] = w->lh1;
+				w->s->label_h2[k] = w->lh2;
+			}
+		}
 		return 0;
 	}
 	if (c == 0) {
@@ -148,10 +180,18 @@ static long qname_step(__u32 i, struct qname_walk *w)
 		return 1;
 	}
 	w->s->name[bounded(i, NAME_MASK)] = c;
+	if (i > 0 && i - 1 < NEXUS_PREFIX_MAX)
+		w->s->text[bounded(i - 1, TEXT_MASK)] = '.';
 	w->label_left = c;
 	w->s->q.reg_off = w->s->q.reg_len;        /* the last two label starts */
 	w->s->q.reg_len = i;
+	w->s->label_start[bounded(w->s->q.labels, LABEL_MASK)] = i;
 	w->s->q.labels += 1;
+	if (w->s->hash_labels) {
+		/* a label's hash starts from the seed and its length byte */
+		w->lh1 = (w->s->seed1 ^ c) * POL_P1;
+		w->lh2 = (w->s->seed2 ^ c) * POL_P2;
+	}
 	return 0;
 }
 

@@ -130,6 +130,64 @@ struct nexus_dga_table {
 	__u16 pad;
 };
 
+/* ---- DNS policy (see nexusctl/policy/ and bpf/include/policy.h) ----
+ * Rules are found by hashing each suffix of the query name, from the top
+ * label down: one hash-map lookup per label, whatever the number of rules.
+ * A key is 128 bits from two independent 64-bit lanes seeded per host. */
+enum nexus_policy_action {
+	NEXUS_POL_NONE = 0,
+	NEXUS_POL_BLOCK = 1,
+	NEXUS_POL_REDIRECT = 2,
+	NEXUS_POL_SYNTHESIZE = 3,
+	NEXUS_POL_ALLOW = 4,
+};
+
+enum nexus_policy_kind {
+	NEXUS_POL_EXACT = 1,            /* "name": that name only */
+	NEXUS_POL_WILDCARD = 2,         /* "*.name": every name below it */
+};
+
+struct nexus_policy_key {
+	__u64 h1;
+	__u64 h2;
+};
+
+struct nexus_policy_val {
+	__u16 priority;                 /* lower wins */
+	__u16 pat_len;                  /* pattern length as written: longer wins a tie */
+	__u16 qtypes;                   /* bit per query type (nexusctl/policy/rules.py QTYPE_BITS) */
+	__u8 action;                    /* enum nexus_policy_action */
+	__u8 family;                    /* 4 or 6: the family of addr */
+	__u8 addr[16];                  /* redirect/synthesize target */
+	__u32 rule_id;
+	__u32 pad;
+};
+
+/* Prefix rules ("ads.*") in an LPM trie over the lower-cased dotted name. */
+#ifndef NEXUS_PREFIX_MAX
+#define NEXUS_PREFIX_MAX 64
+#endif
+struct nexus_prefix_key {
+	__u32 prefixlen;                /* bits */
+	__u8 data[NEXUS_PREFIX_MAX];
+};
+
+/* An allow rule's pattern in wire form, checked byte for byte before an
+ * allow is honoured: a crafted hash collision must never turn a block into
+ * an allow. */
+struct nexus_policy_verify {
+	__u16 len;
+	__u8 wire[256];
+};
+
+/* Which rule set is live, and the hash seeds. One entry in nexus_pol_state. */
+struct nexus_policy_state {
+	__u64 seed1;
+	__u64 seed2;
+	__u32 gen;                      /* slot (0/1) of the outer maps in use */
+	__u32 active;                   /* any rule loaded at all */
+};
+
 /* ---- the answer cache ---- */
 #ifndef NEXUS_CACHE_NAME
 #define NEXUS_CACHE_NAME 128            /* names longer than this (wire form) are not cached */

@@ -408,6 +408,28 @@ def prog_map_ids(fd: int) -> list[int]:
     return list(ids[: min(count, info2.nr_map_ids)])
 
 
+def prog_jited_ranges(fd: int) -> list[tuple[int, int]]:
+    """[(start address, length)] of each JIT-compiled function of a program (the
+    main program and its subprograms); empty when the JIT is off or addresses
+    are hidden (kernel.kptr_restrict)."""
+    info = bpf_prog_info()
+    n = c_uint32(ctypes.sizeof(info))
+    _check(lib().bpf_obj_get_info_by_fd(fd, byref(info), byref(n)), "reading program info")
+    count = min(info.nr_jited_ksyms, info.nr_jited_func_lens)
+    if not count:
+        return []
+    addrs = (c_uint64 * count)()
+    lens = (c_uint32 * count)()
+    info2 = bpf_prog_info()
+    info2.nr_jited_ksyms = count
+    info2.jited_ksyms = ctypes.addressof(addrs)
+    info2.nr_jited_func_lens = count
+    info2.jited_func_lens = ctypes.addressof(lens)
+    n = c_uint32(ctypes.sizeof(info2))
+    _check(lib().bpf_obj_get_info_by_fd(fd, byref(info2), byref(n)), "reading program JIT addresses")
+    return [(addrs[i], lens[i]) for i in range(count) if addrs[i]]
+
+
 def map_info(fd: int) -> dict:
     info = bpf_map_info()
     n = c_uint32(ctypes.sizeof(info))

@@ -132,3 +132,30 @@ def test_exposition_parses_when_nexus_is_down(tmp_path):
     fams = {f.name: f for f in text_string_to_metric_families(ops_metrics.exposition(a).decode())}
     assert fams["nexus_up"].samples[0].value == 0
     assert "nexus_dns_latency_seconds" not in fams
+
+
+def test_grafana_dashboard_uses_only_exported_metric_names(built, request):
+    """Every nexus_* series the dashboard queries is one the exposition has
+    (all objects loaded, so every family is there)."""
+    import json
+    import re
+
+    from helpers.bpf import Loaded, private_pin_dir
+    from helpers.cli import ROOT
+    lo = Loaded(["nexus_dns_xdp", "nexus_dns_tc", "nexus_metrics"], private_pin_dir(request.node.name))
+    try:
+        a = App(json=True)
+        a.config = load_config_text(f"pin_root: {lo.pin_dir}\n")
+        text = ops_metrics.exposition(a).decode()
+    finally:
+        lo.close()
+    exported = set(re.findall(r"^# TYPE (\w+) (\w+)", text, re.M))
+    names = set()
+    for fam, kind in exported:
+        names.add(fam if kind != "counter" or fam.endswith("_total") else fam + "_total")
+        if kind == "histogram":
+            names |= {fam + "_bucket", fam + "_count", fam + "_sum"}
+    dash = json.loads((ROOT / "configs" / "grafana-nexus.json").read_text())
+    exprs = [t["expr"] for p in dash["panels"] for t in p.get("targets", [])]
+    used = {m for e in exprs for m in re.findall(r"\bnexus_\w+", e)}
+    assert used and used <= names, used - names

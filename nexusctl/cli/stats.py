@@ -3,6 +3,7 @@ histograms as bars with p50/p90/p99, top processes, interfaces, CPU samples
 and map fill levels."""
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Optional
 
@@ -13,6 +14,7 @@ from rich.table import Table
 from rich.text import Text
 
 from nexusctl import render
+from nexusctl.errors import UsageError
 from nexusctl.ops import stats as core
 
 BAR_WIDTH = 32
@@ -108,12 +110,12 @@ def _processes(d: dict, rates: dict | None, top: int) -> Table:
     return t
 
 
-def _interfaces(d: dict, rates: dict | None) -> Table:
-    t = Table(title="Received per interface", title_justify="left")
+def _interfaces(d: dict, rates: dict | None, top: int) -> Table:
+    t = Table(title=f"Received per interface (of {len(d['interfaces'])})", title_justify="left")
     for c in ("interface", "netns", "packets", "pkts/s", "bytes", "bytes/s"):
         t.add_column(c, justify="left" if c in ("interface", "netns") else "right",
                      style="cyan" if c.endswith("/s") else None)
-    for i in d["interfaces"]:
+    for i in d["interfaces"][:top]:
         r = (rates or {}).get("interfaces", {}).get((i["ifindex"], i["netns_ino"]))
         t.add_row(i["name"], i["netns"] or "(host)", fmt_num(i["rx_packets"]),
                   f"{fmt_num(r['rx_packets'])}" if r else "", fmt_bytes(i["rx_bytes"]),
@@ -167,11 +169,35 @@ def screen(d: dict, rates: dict | None, top: int):
     counters = Columns(row, padding=(1, 4))
     parts = [head, counters, *_latency(d), _processes(d, rates, top)]
     if d["interfaces"]:
-        parts.append(_interfaces(d, rates))
+        parts.append(_interfaces(d, rates, top))
+    if d.get("programs"):
+        parts.append(_costs(d))
     parts.append(_cpu(d, rates))
     if d.get("maps"):
         parts.append(_maps(d))
     return Group(*parts)
+
+
+def _costs(d: dict) -> Table:
+    t = Table(title="Program cost (BPF run-time stats over the interval; % of one CPU)", title_justify="left")
+    for c in ("program", "type", "runs/s", "ns/run", "cpu"):
+        t.add_column(c, justify="left" if c in ("program", "type") else "right")
+    for p in d["programs"]:
+        t.add_row(p["name"], p["type"], fmt_num(p["runs_per_s"]),
+                  "-" if p["avg_ns"] is None else f"{p['avg_ns']:,.0f}", f"{p['cpu_pct']:.3f}%")
+    return t
+
+
+def _sample(a, top, prev: dict | None, cost: bool) -> tuple[dict, dict | None]:
+    """A stats() document (with "programs" costs when asked) and the rates since prev."""
+    cur = core.stats(a, top, with_programs=cost)
+    if cost and prev is not None:
+        cur["programs"] = core.program_costs(prev["_programs"], cur["_programs"], cur["time"] - prev["time"])
+    return cur, (core.rates(prev, cur) if prev is not None else None)
+
+
+def _public(d: dict) -> dict:
+    return {k: v for k, v in d.items() if not k.startswith("_")}
 
 
 def register(app: typer.Typer) -> None:
@@ -181,33 +207,45 @@ def register(app: typer.Typer) -> None:
                   interval: float = typer.Option(1.0, "--interval", min=0.0,
                                                  help="seconds between samples (rates); 0: one sample, no rates"),
                   top: Optional[int] = typer.Option(None, "--top", min=1,
-                                                    help=f"processes shown (default: {HUMAN_TOP}; all with --json)")):
+                                                    help=f"processes shown (default: {HUMAN_TOP}; all with --json)"),
+                  cost: bool = typer.Option(False, "--cost",
+                                            help="measure each nexus program's CPU time over the interval "
+                                                 "(turns on BPF run-time stats, ~20 ns per run, while stats runs)")):
         """Counters with rates, latency histograms, top processes, interfaces, CPU samples, map fill.
 
         Per-CPU figures are summed. --json prints the contract's document once
-        (absolute counters and "time"; compute rates from two of them).
+        (absolute counters and "time"; compute rates from two of them; with
+        --cost it samples over --interval and adds "programs").
 
-        Examples: nexusctl stats; nexusctl stats --watch; nexusctl --json stats --top 20
+        Examples: nexusctl stats; nexusctl stats --watch --cost; nexusctl --json stats --top 20
         """
         a = ctx.obj
-        if a.json:
-            render.emit(a, core.stats(a, top))
-            return 0
-        shown = top or HUMAN_TOP
-        prev = core.stats(a, with_maps=False) if interval > 0 else None
-        if not watch:
-            if prev is not None:
-                time.sleep(interval)
-            cur = core.stats(a)
-            a.out.print(screen(cur, core.rates(prev, cur) if prev else None, shown))
-            return 0
-        from rich.live import Live
-        with Live(console=a.out, auto_refresh=False, screen=False, redirect_stderr=False) as live:
-            try:
-                while True:
-                    time.sleep(max(interval, 0.1))
-                    cur = core.stats(a)
-                    live.update(screen(cur, core.rates(prev, cur) if prev else None, shown), refresh=True)
-                    prev = cur
-            except KeyboardInterrupt:
+        if cost and interval <= 0:
+            raise UsageError("--cost measures over an interval", "use --interval SECONDS (> 0)")
+        with (core.RunTimeStats(a) if cost else contextlib.nullcontext()):
+            if a.json:
+                doc = core.stats(a, top, with_programs=cost)
+                if cost:
+                    time.sleep(interval)
+                    doc, _ = _sample(a, top, doc, cost)
+                render.emit(a, _public(doc))
                 return 0
+            shown = top or HUMAN_TOP
+            prev = core.stats(a, with_maps=False, with_programs=cost) if interval > 0 else None
+            if not watch:
+                if prev is not None:
+                    time.sleep(interval)
+                cur, rates = _sample(a, None, prev, cost)
+                a.out.print(screen(cur, rates, shown))
+                return 0
+            from rich.live import Live
+            # the alternate screen, like top: the screen is taller than most terminals and is cropped
+            with Live(console=a.out, auto_refresh=False, screen=True, redirect_stderr=False) as live:
+                try:
+                    while True:
+                        time.sleep(max(interval, 0.1))
+                        cur, rates = _sample(a, None, prev, cost)
+                        live.update(screen(cur, rates, shown), refresh=True)
+                        prev = cur
+                except KeyboardInterrupt:
+                    return 0

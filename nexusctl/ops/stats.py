@@ -336,6 +336,66 @@ def read_cpu(app) -> dict:
     return out
 
 
+# ---------------------------------------------------------------- program cost
+
+def read_programs(app) -> dict[str, dict]:
+    """{pinned program: {"id", "type", "run_cnt", "run_time_ns"}} (the kernel counts
+    runs and time only while BPF run-time stats are on)."""
+    d = pin_dirs(app.config.pin_root)["progs"]
+    out = {}
+    if not d.exists():
+        return out
+    L = app.runner.libbpf
+    for pin in sorted(d.iterdir()):
+        if pin.name.startswith(STAGING_PREFIX):
+            continue
+        try:
+            fd = L.obj_get(str(pin))
+        except OSError:
+            continue
+        try:
+            i = L.prog_info(fd)
+        finally:
+            os.close(fd)
+        out[pin.name] = {"id": i["id"], "type": i["type"], "run_cnt": i["run_cnt"], "run_time_ns": i["run_time_ns"]}
+    return out
+
+
+def program_costs(prev: dict, cur: dict, dt: float) -> list[dict]:
+    """What each program cost between two read_programs() snapshots dt seconds
+    apart: runs, time, ns per run and share of one CPU. Programs whose id changed
+    (reloaded in between) are skipped."""
+    out = []
+    for name, c in cur.items():
+        p = prev.get(name)
+        if not p or p["id"] != c["id"] or dt <= 0:
+            continue
+        runs = c["run_cnt"] - p["run_cnt"]
+        ns = c["run_time_ns"] - p["run_time_ns"]
+        out.append({"name": name, "type": c["type"], "runs": runs, "run_time_ns": ns,
+                    "runs_per_s": round(runs / dt, 1), "avg_ns": round(ns / runs, 1) if runs else None,
+                    "cpu_pct": round(100 * ns / (dt * 1e9), 4)})
+    out.sort(key=lambda r: (-r["run_time_ns"], r["name"]))
+    return out
+
+
+class RunTimeStats:
+    """BPF run-time stats on for the life of the context (see libbpf.enable_run_time_stats)."""
+
+    def __init__(self, app):
+        self.app = app
+        self.fd: int | None = None
+
+    def __enter__(self):
+        self.fd = self.app.runner.libbpf.enable_run_time_stats()
+        return self
+
+    def __exit__(self, *exc):
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
 # ---------------------------------------------------------------- maps
 
 def read_maps(app) -> list[dict]:
@@ -350,7 +410,7 @@ def read_maps(app) -> list[dict]:
 
 # ---------------------------------------------------------------- the command
 
-def stats(app, top: int | None = None, *, with_maps: bool = True) -> dict:
+def stats(app, top: int | None = None, *, with_maps: bool = True, with_programs: bool = False) -> dict:
     c = read_counters(app)
     lat = read_latency(app)
     paths = {name: latency_summary(h) for name, h in sorted(lat.items())}
@@ -368,6 +428,8 @@ def stats(app, top: int | None = None, *, with_maps: bool = True) -> dict:
     }
     if with_maps:
         out["maps"] = read_maps(app)
+    if with_programs:
+        out["_programs"] = read_programs(app)          # raw snapshot for program_costs()
     return out
 
 

@@ -312,3 +312,52 @@ def test_hardware_events_reported_not_failed(built):
         c = checks[f"perf event {name}"]
         assert c["ok"] is r["available"] and c["required"] is False
         assert ("unavailable" in c["detail"]) is (not r["available"])
+
+
+def test_samples_attributed_to_the_xdp_program_they_hit(built, request):
+    """The real path: JIT ranges written by WriteProgRanges, cpu-clock sampling,
+    and the XDP program run in the kernel (BPF_PROG_TEST_RUN, many repeats)."""
+    from pathlib import Path
+
+    from helpers import packets as P
+    from helpers.bpf import Loaded, private_pin_dir
+    from nexusctl.app import App
+    from nexusctl.config import load_config_text
+    from nexusctl.engine.actions import Ctx
+    from nexusctl.engine.state import State
+    from nexusctl.features import metrics as feature
+    from nexusctl.ops import stats as ops_stats
+    from nexusctl.tools import libbpf as L
+    from nexusctl.tools import perf
+    pin = private_pin_dir(request.node.name)
+    lo = Loaded(["nexus_dns_xdp", "nexus_dns_tc", "nexus_metrics"], pin)
+    links = []
+    try:
+        (pin / "progs").mkdir()
+        for obj in lo.objs.values():
+            for name, _ in obj.programs():
+                obj.pin_program(name, str(pin / "progs" / name))
+        app = App(json=True)
+        app.config = load_config_text(f"pin_root: {pin}\n")
+        ctx = Ctx(runner=app.runner, config=app.config, state=State.load(pin / "nostate"))
+        feature.WriteProgRanges(pin, Path(built) / "nexus_metrics.o").apply(ctx)
+        ev = feature.perf_events()[0]
+        for cpu in feature.online_cpus():
+            fd = perf.open_counter(ev.type, ev.config, cpu, freq=2000)
+            try:
+                links.append(perf.link_create(lo.prog_fd(ev.prog), fd, perf.BPF_PERF_EVENT))
+            finally:
+                os.close(fd)
+        frame = P.query_frame("h1.lab.test")
+        hits = {}
+        for _ in range(20):                     # bounded: ~0.1 s of XDP runs each
+            L.prog_test_run(lo.prog_fd("nexus_dns_xdp"), frame, repeat=1_000_000)
+            hits = next(e for e in ops_stats.read_cpu(app)["events"] if e["event"] == "cpu_clock")["programs"]
+            if hits.get("nexus_dns_xdp"):
+                break
+        assert hits.get("nexus_dns_xdp", 0) > 0
+        assert set(hits) <= {"nexus_dns_xdp", "nexus_dns_tc"} | set(feature.PROGRAMS)
+    finally:
+        for fd in links:
+            os.close(fd)
+        lo.close()

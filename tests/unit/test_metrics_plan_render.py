@@ -214,3 +214,23 @@ def test_metrics_help_has_examples():
     for cmd in (["metrics", "serve"], ["metrics", "textfile"]):
         r = nexusctl(*cmd, "--help")
         assert r.rc == 0 and "xample" in r.stdout
+
+
+def test_program_costs_over_an_interval():
+    prev = {"a": {"id": 1, "type": "xdp", "run_cnt": 100, "run_time_ns": 10_000},
+            "b": {"id": 2, "type": "tracepoint", "run_cnt": 0, "run_time_ns": 0},
+            "c": {"id": 3, "type": "tracepoint", "run_cnt": 5, "run_time_ns": 500}}
+    cur = {"a": {"id": 1, "type": "xdp", "run_cnt": 1100, "run_time_ns": 110_000},
+           "b": {"id": 2, "type": "tracepoint", "run_cnt": 0, "run_time_ns": 0},
+           "c": {"id": 9, "type": "tracepoint", "run_cnt": 1, "run_time_ns": 100}}   # reloaded: skipped
+    out = ops_stats.program_costs(prev, cur, 2.0)
+    assert [r["name"] for r in out] == ["a", "b"]
+    a = out[0]
+    assert a["runs"] == 1000 and a["avg_ns"] == 100 and a["runs_per_s"] == 500
+    assert a["cpu_pct"] == pytest.approx(100 * 100_000 / 2e9)
+    assert out[1]["avg_ns"] is None
+
+
+def test_cost_needs_an_interval():
+    r = nexusctl("stats", "--cost", "--interval", "0")
+    assert r.rc == 2 and "interval" in r.stderr

@@ -11,7 +11,10 @@
  * - TLS connections per process: TCP connects to a TLS port that reach
  *   ESTABLISHED (sock:inet_sock_set_state).
  * - CPU sampling (perf_event): counts samples, and those whose instruction
- *   pointer was inside a nexus program's JIT image, per program.
+ *   pointer was inside a nexus program's JIT image, per program. XDP and TC
+ *   programs can be hit; tracing programs (these tracepoints, uprobes) never
+ *   are: the kernel skips a perf_event program on a CPU inside a tracing
+ *   program (bpf_prog_active). `nexusctl stats --cost` measures those.
  *
  * Every program is attached by nexusctl through a pinned BPF link. */
 #include "nexus_common.h"

@@ -5,6 +5,7 @@ config brought up and down to check the links come and go."""
 import json
 import os
 import select
+import shutil
 import signal
 import socket
 import subprocess
@@ -203,6 +204,7 @@ def metrics_only(tmp_path):
         yield cfg, pin_root
     finally:
         nexusctl("-c", str(cfg), "down")
+        shutil.rmtree(f"/run/nexus-{tag}", ignore_errors=True)       # the lock file stays after down
 
 
 def test_links_persist_after_up_and_go_at_down(built, metrics_only):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -157,7 +158,8 @@ def links(cfg) -> list:
         if not ok:
             continue        # reported by doctor and status as unavailable
         for cpu in online_cpus():
-            specs.append(LinkSpec(f"metrics_{ev.name}_cpu{cpu}", ev.prog, "perf_event",
+            # the frequency is in the name: a new frequency is a new link, the old one is detached
+            specs.append(LinkSpec(f"metrics_{ev.name}_{freq}hz_cpu{cpu}", ev.prog, "perf_event",
                                   f"{ev.name} cpu{cpu} @{freq}Hz", perf=(ev.type, ev.config, cpu, freq)))
     return specs
 
@@ -271,9 +273,9 @@ def status_fields(app, state) -> dict:
     attached: dict[str, list[int]] = {}
     for name in state.links:
         for ev in rows:
-            prefix = f"metrics_{ev['event']}_cpu"
-            if name.startswith(prefix) and name[len(prefix):].isdigit():
-                attached.setdefault(ev["event"], []).append(int(name[len(prefix):]))
+            m = re.fullmatch(rf"metrics_{ev['event']}_\d+hz_cpu(\d+)", name)
+            if m:
+                attached.setdefault(ev["event"], []).append(int(m.group(1)))
     unavailable: dict[str, list[str]] = {}
     for ev in rows:
         ev["attached_cpus"] = sorted(attached.get(ev["event"], []))

@@ -79,7 +79,8 @@ def test_links_tracepoints_then_available_perf_events_per_cpu(fake_perf):
     assert ("sock", "inet_sock_set_state") in [s.tp for s in tps]
     perf_specs = [s for s in specs if s.kind == "perf_event"]
     assert [(s.name, s.prog, s.perf[2], s.perf[3]) for s in perf_specs] == [
-        ("metrics_cpu_clock_cpu0", "nexus_sw_clock", 0, 49), ("metrics_cpu_clock_cpu1", "nexus_sw_clock", 1, 49)]
+        ("metrics_cpu_clock_49hz_cpu0", "nexus_sw_clock", 0, 49),
+        ("metrics_cpu_clock_49hz_cpu1", "nexus_sw_clock", 1, 49)]
     assert all("." not in s.name for s in specs)         # bpffs refuses dots
 
 
@@ -103,7 +104,7 @@ def test_status_fields_report_unavailable_events(fake_perf, tmp_path):
     class A:
         config = load_config_text("metrics: {enabled: true}\n")
     st = State.load(tmp_path)
-    st.data["links"] = {"metrics_cpu_clock_cpu0": {}, "metrics_cpu_clock_cpu1": {}, "metrics_sendto": {}}
+    st.data["links"] = {"metrics_cpu_clock_99hz_cpu0": {}, "metrics_cpu_clock_99hz_cpu1": {}, "metrics_sendto": {}}
     out = feature.status_fields(A(), st)
     rows = {r["event"]: r for r in out["perf_events"]}
     assert rows["cpu_clock"]["available"] and rows["cpu_clock"]["attached_cpus"] == [0, 1]
@@ -234,3 +235,14 @@ def test_program_costs_over_an_interval():
 def test_cost_needs_an_interval():
     r = nexusctl("stats", "--cost", "--interval", "0")
     assert r.rc == 2 and "interval" in r.stderr
+
+
+def test_new_sample_frequency_replaces_the_perf_links(fake_perf, tmp_path):
+    from nexusctl.engine.links import DetachLink
+    cfg = load_config_text(f"state_dir: {tmp_path}\nmetrics: {{enabled: true, sample_frequency: 199}}\n")
+    st = State.load(cfg.state_dir)
+    st.data["links"] = {"metrics_cpu_clock_99hz_cpu0": {"kind": "perf_event", "target": "cpu_clock cpu0 @99Hz"}}
+    actions = plan_up(cfg, st, build=False)
+    attach = [a.spec.name for a in actions if isinstance(a, AttachLink) and a.spec.kind == "perf_event"]
+    assert attach == ["metrics_cpu_clock_199hz_cpu0", "metrics_cpu_clock_199hz_cpu1"]
+    assert [a.name for a in actions if isinstance(a, DetachLink)] == ["metrics_cpu_clock_99hz_cpu0"]

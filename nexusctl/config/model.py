@@ -198,9 +198,53 @@ class Cert(Strict):
     enabled: bool = False
 
 
+def parse_listen(v: str) -> tuple[str, int]:
+    """'HOST:PORT' or '[V6]:PORT' → (host, port)."""
+    v = v.strip()
+    if v.startswith("["):
+        host, sep, port = v[1:].partition("]:")
+    else:
+        host, sep, port = v.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError(f"{v!r} is not HOST:PORT (e.g. 127.0.0.1:9435 or [::1]:9435)")
+    if ":" in host and not v.startswith("["):
+        raise ValueError(f"{v!r}: write an IPv6 address in brackets, e.g. [::1]:9435")
+    return host, int(port)
+
+
+def _listen(v: str) -> str:
+    parse_listen(v)
+    return v.strip()
+
+
+PerfEvent = Literal["cycles", "instructions", "cache_misses"]
+
+
 class Metrics(Strict):
-    enabled: bool = False
-    listen: str = "127.0.0.1:9435"
+    """Tracepoints and perf events (bpf/nexus_metrics.c), `stats`, `metrics serve`."""
+    enabled: bool = Field(False, description="load and attach the metrics programs")
+    listen: Annotated[str, AfterValidator(_listen)] = Field(
+        "127.0.0.1:9435", description="`metrics serve` address (HOST:PORT; loopback unless you mean it)")
+    max_processes: int = Field(16384, ge=64, le=1_048_576,
+                               description="LRU size of nexus_procs (per-process figures, shared with cert/enforce)")
+    max_interfaces: int = Field(256, ge=4, le=65536, description="LRU size of nexus_netif")
+    interfaces: list[IfName] = Field(default_factory=list, max_length=8,
+                                     description="count only these interface names (empty: every interface)")
+    tls_ports: list[Port] = Field(default_factory=lambda: [443], min_length=1, max_length=4,
+                                  description="TCP ports whose established connections count as TLS")
+    sample_frequency: int = Field(99, ge=0, le=10_000, description="CPU samples per second per CPU; 0: no sampling")
+    hardware_events: list[PerfEvent] = Field(
+        default_factory=lambda: ["cycles", "instructions", "cache_misses"],
+        description="hardware events sampled too, where the CPU (or VM) exposes them")
+    export_processes: int = Field(50, ge=0, le=10_000,
+                                  description="processes exported to Prometheus (the busiest; pid is a label)")
+
+    @field_validator("tls_ports", "hardware_events", "interfaces")
+    @classmethod
+    def _no_repeats(cls, v: list) -> list:
+        if len(set(v)) != len(v):
+            raise ValueError("an item is listed twice")
+        return v
 
 
 ENFORCE_MAX_CGROUPS = 64       # NEXUS_ENF_MAX_CGROUPS (bpf/include/nexus_enforce.h)

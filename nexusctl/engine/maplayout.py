@@ -245,7 +245,8 @@ def compare(pinned: Pinned, want: MapDecl) -> list[str]:
     if pinned.value_sig is not None and want.value_sig is not None and pinned.value_sig != want.value_sig:
         why.append(describe_change(pinned.value_sig, want.value_sig, "value"))
     if pinned.enum_sig is not None and want.enum_sig is not None and pinned.enum_sig != want.enum_sig:
-        o, n = dict(pinned.enum_sig), dict(want.enum_sig)
+        o = {k: v for k, v in pinned.enum_sig if not k.endswith("__MAX")}     # the count sentinel
+        n = {k: v for k, v in want.enum_sig if not k.endswith("__MAX")}
         added = [k for k in n if k not in o]
         removed = [k for k in o if k not in n]
         moved = [k for k in n if k in o and o[k] != n[k]]

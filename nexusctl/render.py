@@ -62,6 +62,10 @@ def plan(app, result, title: str) -> None:
     if result.dry_run:
         n = sum(1 for s in steps if s.status == "planned")
         app.out.print(f"{n} action(s) would run; {len(steps) - n} already satisfied.")
+    elif getattr(result, "errors", None):
+        n = sum(1 for s in steps if s.status == "changed")
+        app.out.print(f"[yellow]{title}: partly done[/yellow] ({n} change(s); {len(result.errors)} interface(s) "
+                      f"failed).")
     elif result.changed:
         n = sum(1 for s in steps if s.status == "changed")
         app.out.print(f"[green]{title}: done[/green] ({n} change(s)).")

@@ -31,7 +31,19 @@ def register(app: typer.Typer) -> None:
                   interval: float = typer.Option(1.0, "--interval", min=0.1, help="seconds between refreshes")):
         """Counters, latency histograms, per-process figures (summed over CPUs).
 
-        Examples: nexusctl stats; nexusctl stats --watch; nexusctl --json stats
+        Reads the pinned per-CPU maps and sums them; names come from the BTF of
+        the objects, so a counter added in C shows up here without a Python edit.
+
+        \b
+        JSON (--json): {"dns": {"queries", "blocked", "rate_limited", ...},
+          "policy": {...}, "latency_us": {"dns": {"count", "p50", "p99",
+          "buckets"}}, "processes": [{"pid", "comm", "dns_queries", ...}]}
+
+        \b
+        Examples:
+          nexusctl stats
+          nexusctl stats --watch                   # refresh until Ctrl-C
+          nexusctl --json stats | jq .dns.queries
         """
         a = ctx.obj
         if watch and not a.json:

@@ -558,10 +558,18 @@ class AttachXdp(Action):
         self._replaced = bool(live.get("prog_id"))
         reason = ""
         order = {"native": ["xdpdrv"], "generic": ["xdpgeneric"], "auto": ["xdpdrv", "xdpgeneric"]}[self.mode]
-        # A program in the other mode blocks the attach ("can't be active at the same time").
         if live.get("prog_id") and live.get("mode") in ("native", "generic"):
             current_flag = "xdpdrv" if live["mode"] == "native" else "xdpgeneric"
-            if current_flag != order[0]:
+            if self.mode == "auto":
+                # Replace in the mode that runs now: one atomic netlink replace, no gap
+                # (native was refused before, or it would not be generic).
+                order = [current_flag] + [f for f in order if f != current_flag]
+                reason = (ctx.state.attachments.get(self.key) or {}).get("reason", "")
+            elif current_flag != order[0]:
+                # A program in the other mode blocks the attach ("can't be active at the same
+                # time"): switching modes is the one case with a short gap.
+                ctx.warn(f"{iface_key(self.ifname, self.netns)}: switching XDP from {live['mode']} to {self.mode} "
+                         "mode detaches first; packets arriving in between are not inspected")
                 ctx.runner.run(["bpftool", "net", "detach", current_flag, "dev", self.ifname], netns=self.netns)
         last = None
         for flag in order:

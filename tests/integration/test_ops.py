@@ -240,3 +240,36 @@ def test_gc_finds_a_planted_stale_pin_and_attachment(lab, second_veth):
         for p in (planted, planted_map):
             if p.exists():
                 p.unlink()
+
+
+def test_reload_killed_midway_is_finished_by_the_next_apply(lab):
+    # SIGKILL right after the second applied action: two objects reloaded, nothing swapped yet
+    r = nexusctl("--json", *labcfg(lab), "reload", env={"NEXUS_FAULT_AFTER_STEP": "2"})
+    assert r.rc == -9, (r.rc, r.stderr)
+    from helpers.cli import dig
+    # the old programs still run: no gap
+    assert dig(lab.cli_ns, lab.srv_v4, "h9.lab.test", "A", "+short").stdout.strip() == "198.19.0.9"
+    r = nexusctl("--json", *labcfg(lab), "apply")
+    assert r.rc == 0, r.stderr
+    kinds = {a["kind"] for a in r.json["actions"]}
+    assert r.json["changed"] is True and {"attach-xdp", "attach-tc"} <= kinds
+    assert nexusctl("--json", *labcfg(lab), "apply").json["changed"] is False
+    assert nexusctl("--json", *labcfg(lab), "gc").json["found"] == []
+    assert dig(lab.cli_ns, lab.srv_v4, "h9.lab.test", "A", "+short").stdout.strip() == "198.19.0.9"
+
+
+def test_doctor_reports_xdp_capability_per_interface(lab, tmp_path):
+    r = nexusctl("--json", *labcfg(lab), "doctor")
+    assert r.rc == 0, r.stderr
+    rows = {x["interface"]: x for x in r.json["interfaces"]}
+    srv = rows[f"{lab.srv_ns}/{lab.srv_if}"]
+    assert srv["exists"] and srv["driver"] == "veth" and srv["native_xdp"] is True
+    assert "basic" in srv["xdp_features"] and srv["attached"]["prog"] == "nexus_dns_xdp"
+    assert rows[f"{lab.cli_ns}/{lab.cli_if}"]["role"] == "veth-peer"
+    missing = f"{lab.srv_if[:-1]}m"
+    cfg = variant(lab, tmp_path, lambda d: d["interfaces"].append({"name": missing, "netns": lab.srv_ns}))
+    r = nexusctl("--json", "-c", str(cfg), "doctor")
+    assert r.rc == 3
+    bad = [c for c in r.json["checks"] if not c["ok"]]
+    assert all(c["fix"] for c in bad)
+    assert f"interface {lab.srv_ns}/{missing}" in r.json["missing"]

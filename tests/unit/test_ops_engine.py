@@ -181,3 +181,13 @@ def test_netlink_attributes_round_trip():
     attrs = netlink._attrs(raw)
     assert int.from_bytes(attrs[1], "little") == 7
     assert netlink.feature_names(int.from_bytes(attrs[3], "little")) == ["basic", "redirect", "rx-sg"]
+
+
+def test_feature_map_sizes_reach_the_map_check_and_every_load(tmp_path, monkeypatch):
+    from nexusctl.features import dns
+    monkeypatch.setattr(dns, "map_sizes", lambda c: {"nexus_counters": 64}, raising=False)
+    c = cfg(tmp_path)
+    actions = plan_up(c, State.load(c.state_dir), build=False)
+    prep = next(a for a in actions if isinstance(a, PrepareMaps))
+    assert prep.map_sizes == {"nexus_counters": 64}
+    assert all(a.map_sizes == {"nexus_counters": 64} for a in actions if isinstance(a, LoadObject))

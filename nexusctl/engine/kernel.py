@@ -217,6 +217,10 @@ class PrepareMaps(Action):
             else:
                 msg = (f"map {ch.name} changed layout ({', '.join(ch.why)}): recreated empty "
                        f"({ch.no_migrate_reason})")
+        except BaseException:
+            os.close(old_fd)                    # the old map stays pinned where it was
+            staging.unlink(missing_ok=True)
+            raise
         finally:
             os.close(new_fd)
         os.replace(staging, pin)
@@ -470,7 +474,6 @@ class WriteConfigMap(Action):
         if self._old is not None and self.pin.exists():
             with ctx.runner.libbpf.MapHandle.pinned(str(self.pin)) as m:
                 m.update(self.key, self._old)
-
 
 
 # ---------------------------------------------------------------- XDP

@@ -17,6 +17,9 @@
 #define NEXUS_MAX_NAME_STEPS 128        /* labels walked in a record's owner name */
 #endif
 #define RR_WALK_MAX (NEXUS_CACHE_MAX_RR + 1)   /* records walked: the cacheable ones and an OPT */
+#ifndef NEXUS_MAX_REWRITE_RR
+#define NEXUS_MAX_REWRITE_RR 64         /* answer records a redirect walks; more and the answer is dropped */
+#endif
 #define CACHE_DATA_MASK (NEXUS_CACHE_DATA - 1)
 #define CACHEABLE_RFLAGS (DNS_FLAG_AA | DNS_FLAG_RA | DNS_FLAG_AD | DNS_RCODE_MASK)
 #define NS_PER_SEC 1000000000ULL
@@ -139,12 +142,35 @@ struct rewrite_walk {
 	const struct nexus_policy_val *pol;
 	__u32 dns_off;
 	__u32 csum_off;                 /* UDP checksum offset in the packet */
+	__u32 l4_off;                   /* UDP header offset: the checksum's words count from there */
 	__u32 off;
 	__u32 msg_len;
 	__u32 nrec;
+	__u32 walked;                   /* answer records looked at */
 	__u32 done;
+	__u32 leaks;                    /* address records that could not be rewritten */
 	__u8 bad;
 };
+
+/* The UDP checksum after 4 bytes at offset `at` (from the UDP header) changed
+ * from old to new. bpf_l4_csum_replace(..., 4) assumes the bytes start a
+ * 16-bit word of the checksum; address data follows the question, so it sits
+ * at an odd offset whenever the name's wire length is odd, and there the
+ * difference counts byte-swapped (csum.h). Apply the difference ourselves. */
+static __always_inline void csum_replace_at(struct __sk_buff *skb, __u32 csum_off, __be32 old, __be32 new,
+					    __u32 at)
+{
+	__s64 d = bpf_csum_diff(&old, sizeof(old), &new, sizeof(new), 0);
+	__u16 f;
+
+	if (d < 0)
+		return;
+	f = csum_fold((__u64)(__u32)d);
+	if (at & 1)
+		f = swab16(f);
+	/* size 0: add a checksum difference */
+	bpf_l4_csum_replace(skb, csum_off, 0, f, BPF_F_MARK_MANGLED_0);
+}
 
 static __always_inline int skip_name_rw(struct rewrite_walk *w)
 {
@@ -195,18 +221,34 @@ static long rewrite_step(__u32 i, struct rewrite_walk *w)
 
 			if (j >= want_len)
 				break;
-			if (bpf_skb_load_bytes(w->skb, w->dns_off + w->off + j, &old_w, 4))
+			if (bpf_skb_load_bytes(w->skb, w->dns_off + w->off + j, &old_w, 4)) {
+				w->bad = 1;
 				return 1;
+			}
 			__builtin_memcpy(&new_w, &w->pol->addr[j], 4);
-			bpf_l4_csum_replace(w->skb, w->csum_off, old_w, new_w, BPF_F_MARK_MANGLED_0 | 4);
-			bpf_skb_store_bytes(w->skb, w->dns_off + w->off + j, &new_w, 4, 0);
+			csum_replace_at(w->skb, w->csum_off, old_w, new_w, w->dns_off + w->off + j - w->l4_off);
+			if (bpf_skb_store_bytes(w->skb, w->dns_off + w->off + j, &new_w, 4, 0)) {
+				w->bad = 1;
+				return 1;
+			}
 		}
 		w->done++;
+	} else if (type == DNS_TYPE_A || type == DNS_TYPE_AAAA) {
+		/* the other family (an ANY answer), or a length we cannot
+		 * rewrite: it would carry the real address to the client */
+		w->leaks++;
 	}
 	w->off += rdlen;
+	w->walked = i + 1;
 	return 0;
 }
 
+/* Rewrite every address record of the answer section to the rule's address.
+ * Returns how many were rewritten, or -1 when the answer would still carry a
+ * real address: one of the other family, one we cannot rewrite, or records
+ * beyond what the walk reached (more than NEXUS_MAX_REWRITE_RR, or a record
+ * that does not parse). The caller drops such an answer: a redirect must never
+ * leak the address it hides. */
 static __always_inline int rewrite_answers(struct __sk_buff *skb, struct nexus_scratch *s, struct dnshdr *dns)
 {
 	struct rewrite_walk w = {};
@@ -215,10 +257,13 @@ static __always_inline int rewrite_answers(struct __sk_buff *skb, struct nexus_s
 	w.pol = &s->pol;
 	w.dns_off = s->m.payload_off;
 	w.csum_off = s->m.l4_off + offsetof(struct udphdr, check);
+	w.l4_off = s->m.l4_off;
 	w.off = sizeof(*dns) + s->q.name_len + DNS_QFIXED_LEN;
 	w.msg_len = s->m.payload_len;
 	w.nrec = bpf_ntohs(dns->ancount);
-	bpf_loop(RR_WALK_MAX, rewrite_step, &w, 0);
+	bpf_loop(NEXUS_MAX_REWRITE_RR, rewrite_step, &w, 0);
+	if (w.bad || w.leaks || w.walked < w.nrec)
+		return -1;
 	return w.done;
 }
 
@@ -397,15 +442,17 @@ int nexus_dns_tc(struct __sk_buff *skb)
 	struct dnshdr *dns;
 	void *data, *data_end;
 	__u64 now;
-	int l4, no_cache;
+	int l4, no_cache, rewritten;
 
 	cfg = get_config();
 	s = get_scratch();
 	if (!cfg || !s)
 		return TC_ACT_OK;
 	count(NEXUS_CNT_TC_PACKETS);
-	if (skb->len <= MAX_PULL)
-		bpf_skb_pull_data(skb, skb->len);
+	/* make the headers and the question linear (direct access); a bigger
+	 * answer is pulled as far as MAX_PULL, which still holds its question,
+	 * so the policy sees every answer's name */
+	bpf_skb_pull_data(skb, skb->len <= MAX_PULL ? skb->len : MAX_PULL);
 	data = (void *)(long)skb->data;
 	data_end = (void *)(long)skb->data_end;
 	now = bpf_ktime_get_ns();
@@ -431,9 +478,24 @@ int nexus_dns_tc(struct __sk_buff *skb)
 			count(NEXUS_CNT_CACHE_SKIPPED);
 		return TC_ACT_OK;
 	}
-	if (policy_lookup(s) == NEXUS_POL_REDIRECT) {
+	switch (policy_lookup(s)) {
+	case NEXUS_POL_BLOCK:
+	case NEXUS_POL_SYNTHESIZE:
+		/* XDP answers these names itself. An answer from the resolver means
+		 * the query went past it in a shape XDP leaves to the resolver
+		 * (trailing bytes, IP options or extension headers, an opcode, a
+		 * TSIG, long EDNS options) or while the rule was being added: it
+		 * must not reach the client, or the policy is bypassed. */
+		count(NEXUS_CNT_POLICY_DROPPED);
+		return TC_ACT_SHOT;
+	case NEXUS_POL_REDIRECT:
 		/* rewritten answers are never cached: the rule may go away */
-		if (rewrite_answers(skb, s, dns) > 0)
+		rewritten = rewrite_answers(skb, s, dns);
+		if (rewritten < 0) {
+			count(NEXUS_CNT_POLICY_DROPPED);
+			return TC_ACT_SHOT;
+		}
+		if (rewritten > 0)
 			count(NEXUS_CNT_POLICY_REDIRECTED);
 		return TC_ACT_OK;
 	}

@@ -178,8 +178,11 @@ int nexus_dns_xdp(struct xdp_md *ctx)
 
 	if (!rl_allow(data, data_end, m, cfg, now, &limited)) {
 		count(NEXUS_CNT_RATE_LIMITED);
-		if (r == PARSE_OK && cfg->rl_action == NEXUS_RL_SLIP && cfg->rl_slip_ratio &&
-		    limited % cfg->rl_slip_ratio == 0) {
+		/* dns_reply writes plain 20-byte IPv4 / 40-byte IPv6 headers: a
+		 * query with IP options or extension headers gets no slip answer
+		 * (its header lengths would be wrong), only the drop */
+		if (r == PARSE_OK && !m->ip_has_options && cfg->rl_action == NEXUS_RL_SLIP &&
+		    cfg->rl_slip_ratio && limited % cfg->rl_slip_ratio == 0) {
 			s->l3_off = m->l3_off;
 			s->l4_off = m->l4_off;
 			s->eth_proto = m->eth_proto;
@@ -223,9 +226,11 @@ int nexus_dns_xdp(struct xdp_md *ctx)
 		break;
 	case NEXUS_POL_REDIRECT:
 		if ((s->q.qtype == DNS_TYPE_A && s->pol.family == 6) ||
-		    (s->q.qtype == DNS_TYPE_AAAA && s->pol.family == 4)) {
+		    (s->q.qtype == DNS_TYPE_AAAA && s->pol.family == 4) || s->q.qtype == DNS_TYPE_ANY) {
 			/* the other family has no address to give: NODATA, so the
-			 * real address does not leak around the redirect */
+			 * real address does not leak around the redirect. ANY is
+			 * answered here too (the rule's address): the resolver's ANY
+			 * answer would carry both families, and TC can rewrite only one */
 			count(NEXUS_CNT_POLICY_REDIRECTED);
 			r = answer(ctx, s, synth_answer(s, cfg->synth_ttl, now), now);
 			if (r == REPLY_SENT)

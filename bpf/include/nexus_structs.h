@@ -43,6 +43,7 @@ enum nexus_counter {
 	NEXUS_CNT_POLICY_SYNTHESIZED,
 	NEXUS_CNT_POLICY_ALLOWED,
 	NEXUS_CNT_LATENCY_UNMATCHED,    /* response without a stamped query */
+	NEXUS_CNT_POLICY_DROPPED,       /* resolver answers the policy forbids, dropped at TC egress */
 	NEXUS_CNT__MAX,
 };
 

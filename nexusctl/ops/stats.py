@@ -34,7 +34,7 @@ PERF_ENUM = "nexus_perf_event"
 DNS_FIELDS = ["queries", "blocked", "rate_limited", "malformed", "suspicious", "cache_hits", "cache_misses",
               "answered_in_kernel"]
 POLICY_FIELDS = {"blocked": "policy_blocked", "redirected": "policy_redirected",
-                 "synthesized": "policy_synthesized", "allowed": "policy_allowed"}
+                 "synthesized": "policy_synthesized", "allowed": "policy_allowed", "dropped": "policy_dropped"}
 PROC_FIELDS = ["dns_queries", "cert_validations", "tls_connections", "dns_denied"]
 QUANTILES = ((0.5, "p50"), (0.9, "p90"), (0.99, "p99"))
 NS_PER_US = 1000

@@ -66,6 +66,9 @@ def plan(app, result, title: str) -> None:
         n = sum(1 for s in steps if s.status == "changed")
         app.out.print(f"[yellow]{title}: partly done[/yellow] ({n} change(s); {len(result.errors)} interface(s) "
                       f"failed).")
+    elif any(s.status in ("failed", "rolled_back") for s in steps):
+        n = sum(1 for s in steps if s.status == "changed")
+        app.out.print(f"[red]{title}: failed[/red] ({n} change(s) stand; the error says what is left).")
     elif result.changed:
         n = sum(1 for s in steps if s.status == "changed")
         app.out.print(f"[green]{title}: done[/green] ({n} change(s)).")

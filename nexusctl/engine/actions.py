@@ -53,6 +53,13 @@ class Action:
     iface: str | None = None
     #: why the action is needed, set by satisfied() (shown with the plan)
     reason: str = ""
+    #: external tools satisfied()/apply() run; the executor checks they exist before
+    #: anything changes, so a missing tool exits 3 and leaves the host as it was
+    tools: tuple[str, ...] = ()
+
+    def needed_tools(self) -> tuple[str, ...]:
+        # commands in another network namespace go through nsenter
+        return self.tools + (("nsenter",) if getattr(self, "netns", None) else ())
 
     def describe(self) -> str:
         raise NotImplementedError

@@ -10,15 +10,20 @@ interface (a load, a map, a config write) rolls the whole run back as before.
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from nexusctl.engine.actions import Action, Ctx
-from nexusctl.errors import NexusError, OperationFailed
+from nexusctl.errors import ExitCode, NexusError, OperationFailed
 
 # Test hook for fault injection: NEXUS_FAULT_AFTER_STEP=N stops the process
 # (SIGKILL, like a power cut of the CLI) right after the Nth applied action.
+# NEXUS_FAULT_SIGNAL=STOP stops it instead (SIGSTOP: it keeps its lock until
+# continued), which is how the tests hold a nexusctl in the middle of a run.
 FAULT_ENV = "NEXUS_FAULT_AFTER_STEP"
+FAULT_SIGNAL_ENV = "NEXUS_FAULT_SIGNAL"
+FAULT_SIGNALS = {"KILL": signal.SIGKILL, "STOP": signal.SIGSTOP}
 
 
 @dataclass
@@ -109,7 +114,7 @@ class PlanFailed(OperationFailed):
 class PartialFailure(OperationFailed):
     """Some interfaces failed, the others are up: exit 1 with per-interface results."""
 
-    def __init__(self, result: PlanResult, hints: list[str]):
+    def __init__(self, result: PlanResult, hints: list[str], exit_codes: list[int] = ()):
         rows = result.interfaces()
         bad = [r for r in rows if r["status"] == "failed"]
         good = [r for r in rows if r["status"] != "failed"]
@@ -120,6 +125,11 @@ class PartialFailure(OperationFailed):
         lines.append("each failed interface was left as it was before this run")
         hint = "; ".join(dict.fromkeys(h for h in hints if h)) or None
         super().__init__("\n".join(lines), hint)
+        # every interface failed for the same kind of reason (a missing kernel or host
+        # feature: 3): exit with that code, not the generic 1
+        codes = {int(c) for c in exit_codes}
+        if len(codes) == 1:
+            self.exit_code = ExitCode(codes.pop())
         self.result = result
         self.out = result.to_json()
 
@@ -129,6 +139,10 @@ def execute(actions: list[Action], ctx: Ctx, *, dry_run: bool = False, rollback:
             diff: bool = False) -> PlanResult:
     dry_run = dry_run or check
     result = PlanResult(dry_run=dry_run, check=check)
+    # every tool the plan runs, before anything changes: a missing one exits 3 here,
+    # with the package to install, rather than half way through the plan
+    for tool in dict.fromkeys(t for a in actions for t in a.needed_tools()):
+        ctx.runner.which(tool)
     applied: list[Action] = []
     failed: dict[str, NexusError] = {}
     fault_after = int(os.environ.get(FAULT_ENV, "0") or 0)
@@ -152,8 +166,8 @@ def execute(actions: list[Action], ctx: Ctx, *, dry_run: bool = False, rollback:
             applied.append(action)
             n_applied += 1
             result.steps.append(StepResult(action, "changed", diff=d))
-            if fault_after and n_applied >= fault_after:
-                os.kill(os.getpid(), 9)
+            if fault_after and n_applied == fault_after:
+                os.kill(os.getpid(), FAULT_SIGNALS.get(os.environ.get(FAULT_SIGNAL_ENV, "KILL"), signal.SIGKILL))
         except (NexusError, OSError) as e:
             err = e if isinstance(e, NexusError) else OperationFailed(f"{action.describe()}: {e.strerror or e}")
             result.steps.append(StepResult(action, "failed", err.message))
@@ -174,7 +188,7 @@ def execute(actions: list[Action], ctx: Ctx, *, dry_run: bool = False, rollback:
             raise PlanFailed(err, result, ok) from e
     result.warnings.extend(w for w in ctx.warnings if w not in result.warnings)
     if failed:
-        raise PartialFailure(result, [e.hint for e in failed.values()])
+        raise PartialFailure(result, [e.hint for e in failed.values()], [e.exit_code for e in failed.values()])
     return result
 
 

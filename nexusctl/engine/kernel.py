@@ -21,6 +21,7 @@ STAGING_PREFIX = "staging_"   # a pin being swapped in; never listed
 TC_PREF = 21357          # our fixed tc filter priority: `tc filter replace` then replaces, never stacks
 TC_HANDLE = "0x1"
 DEFAULT_BPFFS = Path("/sys/fs/bpf")
+BPFFS_MOUNTED = "bpffs_mounted"   # state key: the bpffs nexusctl mounted at pin_root itself
 
 
 def iface_key(ifname: str, netns: str | None) -> str:
@@ -31,6 +32,7 @@ def iface_key(ifname: str, netns: str | None) -> str:
 
 class EnsureBpffs(Action):
     kind = "mount"
+    tools = ("mount",)
 
     def __init__(self, pin_root: Path):
         self.pin_root = pin_root
@@ -49,6 +51,10 @@ class EnsureBpffs(Action):
             raise Unsupported(f"cannot mount the BPF filesystem at {self.mountpoint}: "
                               f"{(res.stderr or 'not a bpffs after mount').strip()}",
                               "run as root on a kernel with CONFIG_BPF_SYSCALL, or set pin_root under a bpffs mount")
+        if self.mountpoint == self.pin_root:
+            # a bpffs of our own (pin_root outside /sys/fs/bpf): `down` unmounts it again
+            ctx.state.data[BPFFS_MOUNTED] = str(self.pin_root)
+            ctx.state.save()
 
 
 class EnsureDir(Action):
@@ -268,6 +274,7 @@ class LoadObject(Action):
         self.map_sizes = map_sizes
         self.force = force
         self._new_pins: list[Path] = []
+        self._replaced_pin = False
 
     @property
     def dirs(self):
@@ -376,6 +383,8 @@ class LoadObject(Action):
                     os.replace(tmp, final)
                     if not existed:
                         self._new_pins.append(final)
+                    else:
+                        self._replaced_pin = True
                     info = L.prog_info(prog.fd)
                     progs[prog.name] = {"id": info["id"], "tag": info["tag"], "type": info["type"],
                                         "verified_insns": info["verified_insns"]}
@@ -414,7 +423,10 @@ class LoadObject(Action):
                 pass
         # A replaced program pin cannot be put back (the old program is gone once
         # nothing holds it): forget the record, so the next run loads it again.
-        ctx.state.objects.pop(self.spec.name, None)
+        # When nothing was replaced (the load or the first pin failed), the record
+        # still describes what runs: keep it, or the next apply reloads for nothing.
+        if self._replaced_pin or self._new_pins:
+            ctx.state.objects.pop(self.spec.name, None)
 
 
 class WriteConfigMap(Action):
@@ -493,6 +505,7 @@ class WriteConfigMap(Action):
 
 class AttachXdp(Action):
     kind = "attach-xdp"
+    tools = ("ip", "bpftool")
 
     def __init__(self, ifname: str, netns: str | None, prog_pin: Path, mode: str, role: str = "dns",
                  iface: str | None = None):
@@ -615,6 +628,7 @@ class AttachXdp(Action):
 
 class DetachXdp(Action):
     kind = "detach-xdp"
+    tools = ("ip", "bpftool")
 
     def __init__(self, ifname: str, netns: str | None, iface: str | None = None):
         self.ifname = ifname
@@ -655,6 +669,7 @@ class DetachXdp(Action):
 
 class EnsureClsact(Action):
     kind = "clsact"
+    tools = ("ip", "tc")
 
     def __init__(self, ifname: str, netns: str | None, iface: str | None = None):
         self.ifname = ifname
@@ -693,6 +708,7 @@ class EnsureClsact(Action):
 
 class AttachTc(Action):
     kind = "attach-tc"
+    tools = ("ip", "tc")
 
     def __init__(self, ifname: str, netns: str | None, prog_pin: Path, direction: str = "egress",
                  iface: str | None = None):
@@ -773,6 +789,7 @@ class AttachTc(Action):
 
 class DetachTc(Action):
     kind = "detach-tc"
+    tools = ("ip", "tc")
 
     def __init__(self, ifname: str, netns: str | None, direction: str = "egress", iface: str | None = None):
         self.ifname = ifname
@@ -808,6 +825,7 @@ class DetachTc(Action):
 class RemoveClsact(Action):
     """Remove the clsact qdisc nexus created, if no filters of others remain on it."""
     kind = "clsact-del"
+    tools = ("ip", "tc")
 
     def __init__(self, ifname: str, netns: str | None, iface: str | None = None):
         self.ifname = ifname
@@ -854,12 +872,33 @@ class RemovePins(Action):
     def describe(self) -> str:
         return f"rm -r {self.pin_root} (progs/, maps/, links/)"
 
+    def _ours(self, ctx: Ctx) -> bool:
+        return ctx.state.data.get(BPFFS_MOUNTED) == str(self.pin_root)
+
     def satisfied(self, ctx: Ctx) -> bool:
-        return not self.pin_root.exists()
+        if not self.pin_root.exists():
+            return True
+        if os.path.ismount(self.pin_root):
+            # a mount point someone else made stays; only our directories in it go
+            return not any(d.exists() for d in pin_dirs(self.pin_root).values()) and not self._ours(ctx)
+        return False
 
     def apply(self, ctx: Ctx) -> None:
         ctx.runner.kernel_action(self.describe())
-        shutil.rmtree(self.pin_root)
+        if os.path.ismount(self.pin_root):
+            # pin_root is itself a bpffs mount (pin_root outside /sys/fs/bpf): a mount
+            # point cannot be removed like a directory, and a fresh bpffs holds files
+            # of the kernel's own (maps.debug, progs.debug). Remove our directories,
+            # and unmount it when nexusctl mounted it.
+            for d in pin_dirs(self.pin_root).values():
+                if d.exists():
+                    shutil.rmtree(d)
+            if self._ours(ctx):
+                ctx.runner.run(["umount", str(self.pin_root)])
+                self.pin_root.rmdir()
+                ctx.state.data.pop(BPFFS_MOUNTED, None)
+        else:
+            shutil.rmtree(self.pin_root)
         ctx.state.objects.clear()
         ctx.state.links.clear()
         ctx.state.save()

@@ -107,7 +107,16 @@ def status(app) -> dict:
     out = {"pin_root": str(cfg.pin_root), "up": cfg.pin_root.exists(), "programs": [], "maps": [],
            "warnings": []}
     _feature_status(app, state, out)
-    if not cfg.pin_root.exists():
+    lost = sorted(p for o in state.objects.values() for p in o.get("programs", {})
+                  if not (dirs["progs"] / p).exists())
+    if lost:
+        where = cfg.pin_root if observe.on_bpffs(cfg.pin_root) else \
+            f"{cfg.pin_root} (not on a BPF filesystem: was bpffs unmounted?)"
+        out["warnings"].append(
+            f"the state records {', '.join(lost)} but {where} holds no pin for "
+            f"{'it' if len(lost) == 1 else 'them'}: attached programs keep running without their pins; "
+            "`nexusctl up` loads and pins them again, `nexusctl down` detaches them")
+    if not cfg.pin_root.exists() and not state.attachments:
         return out
     L = app.runner.libbpf
 
@@ -178,5 +187,11 @@ def status(app) -> dict:
             out["maps"].append({"name": pin.name, "type": info["type"], "id": info["id"],
                                 "entries": _count_entries(L, pin, info), "max_entries": info["max_entries"],
                                 "key_size": info["key_size"], "value_size": info["value_size"]})
+    listed = {p["id"] for p in out["programs"]}
+    for prog_id, atts in sorted(by_prog.items()):
+        if prog_id not in listed:
+            for a in atts:
+                out["warnings"].append(f"{a['target']}: {a['kind']} runs program id {prog_id}, which is not "
+                                       f"pinned under {cfg.pin_root}; `nexusctl up` replaces it")
     out["warnings"] += state.data.get("warnings", [])
     return out

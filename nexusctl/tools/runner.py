@@ -22,7 +22,7 @@ from nexusctl.errors import NexusError, OperationFailed, Unsupported
 PACKAGES = {
     "clang": "clang", "llvm-strip": "llvm", "bpftool": "bpftool", "ip": "iproute2", "tc": "iproute2",
     "unbound": "unbound", "unbound-checkconf": "unbound", "dig": "dnsutils", "dnsperf": "dnsperf",
-    "nsenter": "util-linux", "mount": "mount", "openssl": "openssl", "sysctl": "procps",
+    "nsenter": "util-linux", "mount": "mount", "umount": "mount", "openssl": "openssl", "sysctl": "procps",
 }
 NETNS_DIR = Path("/run/netns")
 

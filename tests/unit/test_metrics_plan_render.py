@@ -206,7 +206,7 @@ def test_stats_json_when_nothing_is_up(tmp_path):
     assert d["up"] is False
     assert set(d["dns"]) >= {"queries", "blocked", "rate_limited", "malformed", "suspicious", "cache_hits",
                              "cache_misses", "answered_in_kernel"}
-    assert set(d["policy"]) == {"blocked", "redirected", "synthesized", "allowed"}
+    assert set(d["policy"]) == {"blocked", "redirected", "synthesized", "allowed", "dropped"}
     assert set(d["latency_us"]["dns"]) >= {"count", "p50", "p99", "buckets"}
     assert d["processes"] == [] and isinstance(d["counters"], dict)
 

@@ -20,13 +20,13 @@ NETNS_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
 
 
 def _ifname(v: str) -> str:
-    if not IFNAME_RE.match(v) or v in (".", ".."):
+    if not IFNAME_RE.fullmatch(v) or v in (".", ".."):      # fullmatch: `$` would allow a final \n
         raise ValueError(f"{v!r} is not a valid interface name (1-15 characters: letters, digits, _ . : @ -)")
     return v
 
 
 def _netns(v: str) -> str:
-    if not NETNS_RE.match(v):
+    if not NETNS_RE.fullmatch(v) or v in (".", ".."):
         raise ValueError(f"{v!r} is not a valid network namespace name")
     return v
 

@@ -1,6 +1,7 @@
 """maps list / dump / get: pinned maps decoded with the BTF the kernel holds for them."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from nexusctl.engine import maplayout, observe
@@ -12,8 +13,14 @@ from nexusctl.tools.btf import KIND_ENUM, BtfError, Layout, kernel_btf
 NOT_ITERABLE = {"ringbuf", "user_ringbuf", "perf_event_array", "bloom_filter", "prog_array"}
 
 
+MAP_NAME = re.compile(r"^[A-Za-z0-9_]{1,64}$")
+
+
 def _pin(app, name: str) -> Path:
     d = pin_dirs(app.config.pin_root)["maps"]
+    if not MAP_NAME.match(name):
+        # a name, not a path: nothing outside maps/ is opened
+        raise UsageError(f"{name!r} is not a map name (letters, digits and _)", "see `nexusctl maps list`")
     p = d / name
     if not p.exists():
         known = sorted(x.name for x in d.iterdir()) if d.exists() else []

@@ -23,6 +23,7 @@ own count.
 """
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import threading
@@ -145,18 +146,38 @@ def exposition(app) -> bytes:
 
 def textfile(app, path: str) -> dict:
     """Write the exposition for node_exporter's textfile collector (atomically:
-    a temporary file beside it, then rename)."""
-    from prometheus_client import write_to_textfile
+    a temporary file beside it, then rename).
+
+    The temporary file is made with mkstemp (O_CREAT|O_EXCL, a random name), not
+    prometheus_client's write_to_textfile, whose predictable name (path.PID.TID)
+    is opened following symlinks: in a directory others can write to, that lets
+    them point it at any file root would then truncate."""
+    import tempfile
+
+    from prometheus_client import generate_latest
     p = Path(path)
     if p.is_dir():
         raise UsageError(f"{p} is a directory", "give a file name, e.g. /var/lib/node_exporter/textfile/nexus.prom")
     if not p.parent.is_dir():
         raise UsageError(f"{p.parent} does not exist", "create the textfile collector directory first")
+    data = generate_latest(registry(app))
+    tmp = None
     try:
-        write_to_textfile(str(p), registry(app))
+        fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            os.fchmod(f.fileno(), 0o644)            # node_exporter reads it as another user
+        os.replace(tmp, p)
+        tmp = None
     except OSError as e:
         raise OperationFailed(f"cannot write {p}: {e.strerror or e}") from None
-    return {"changed": True, "path": str(p), "bytes": p.stat().st_size}
+    finally:
+        if tmp:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+    return {"changed": True, "path": str(p), "bytes": len(data)}
 
 
 def _server(host: str, port: int, wsgi_app):

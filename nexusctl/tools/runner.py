@@ -1,13 +1,17 @@
 """The one place nexusctl runs external commands (through `sh`) and libbpf.
 
-Every command is an argument list, never a shell string. With -v each command
-is logged to stderr before it runs. A missing tool exits 3 naming the package.
-bpftool is always run with -j and its output checked for {"error": ...}.
+Every command is an argument list, never a shell string (a string is refused),
+and its first element must be one of the tools in PACKAGES, looked up on PATH:
+nothing nexusctl runs comes from a config file or the command line (see
+docs/security.md). With -v each command is logged to stderr before it runs.
+A missing tool exits 3 naming the package. bpftool is always run with -j and
+its output checked for {"error": ...}.
 """
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -16,7 +20,7 @@ from typing import Callable, Sequence
 
 import sh
 
-from nexusctl.errors import NexusError, OperationFailed, Unsupported
+from nexusctl.errors import NexusError, OperationFailed, Unsupported, UsageError
 
 # tool → Debian package that provides it
 PACKAGES = {
@@ -25,6 +29,7 @@ PACKAGES = {
     "nsenter": "util-linux", "mount": "mount", "umount": "mount", "openssl": "openssl", "sysctl": "procps",
 }
 NETNS_DIR = Path("/run/netns")
+NETNS_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")     # as the config model checks it
 
 
 @dataclass
@@ -53,6 +58,8 @@ class CommandFailed(OperationFailed):
 
 
 def netns_path(netns: str) -> Path:
+    if not NETNS_NAME.fullmatch(netns) or netns in (".", ".."):
+        raise UsageError(f"{netns!r} is not a network namespace name")
     return NETNS_DIR / netns
 
 
@@ -85,7 +92,13 @@ class Runner:
     def run(self, argv: Sequence[str], *, netns: str | None = None, check: bool = True,
             timeout: float | None = None, input: str | bytes | None = None, env: dict | None = None,
             quiet: bool = False) -> CmdResult:
+        if isinstance(argv, (str, bytes)) or not argv:
+            raise TypeError("Runner.run takes a non-empty argument list, never a shell string")
         argv = [str(a) for a in argv]
+        if argv[0] not in PACKAGES:
+            # a fixed set of tools, found on PATH: never a path or a name from input
+            raise OperationFailed(f"refusing to run {argv[0]!r}: not one of the tools nexusctl uses",
+                                  "a bug in nexusctl: add the tool to PACKAGES in nexusctl/tools/runner.py")
         tool = self.which(argv[0])
         full = [tool, *argv[1:]]
         if netns:

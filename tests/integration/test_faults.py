@@ -410,3 +410,17 @@ def test_config_unreadable_missing_or_not_text_exits_2(tmp_path):
             assert r.rc == 2, (path, cmd, r.rc, r.stderr)
             assert says in r.json["error"], r.json
             no_traceback(r)
+
+
+def test_pins_and_state_are_root_only(lab_up):
+    """docs/security.md: pin_root and its directories 0700, pins 0600, the state
+    directory 0700 with state.json and the lock 0600 (a live lab, not a plan)."""
+    import stat as st
+    lab = lab_up
+    for d in (lab.pin_root, *(lab.pin_root / x for x in ("progs", "maps", "links")), lab.state_dir):
+        assert st.S_IMODE(d.stat().st_mode) == 0o700, d
+    pins = [p for x in ("progs", "maps", "links") for p in (lab.pin_root / x).iterdir()]
+    assert pins and all(st.S_IMODE(p.stat().st_mode) == 0o600 for p in pins), \
+        {p.name: oct(p.stat().st_mode) for p in pins}
+    for f in ("state.json", "lock"):
+        assert st.S_IMODE((lab.state_dir / f).stat().st_mode) == 0o600, f

@@ -162,6 +162,34 @@ struct nexus_inflight_key {
 	__u8 pad[3];
 };
 
+/* DNS latency, query to answer, in log2 buckets of nanoseconds: bucket i
+ * counts durations in [2^i, 2^(i+1)) ns (bucket 0 also takes 0 and 1 ns).
+ * One entry per path in nexus_latency (a per-CPU array). */
+#define NEXUS_LAT_BUCKETS 32
+enum nexus_lat_path {
+	NEXUS_LAT_KERNEL = 0,           /* answered in XDP: parse to XDP_TX */
+	NEXUS_LAT_RESOLVER = 1,         /* query seen at XDP ingress to answer at TC egress */
+	NEXUS_LAT__MAX,
+};
+
+struct nexus_latency {
+	__u64 buckets[NEXUS_LAT_BUCKETS];
+	__u64 count;
+	__u64 sum_ns;
+};
+
+/* Per-process figures (LRU hash nexus_procs keyed by tgid), shared by the
+ * metrics tracepoints, the certificate observer and the enforcer. Values are
+ * shared between CPUs: update with __sync_fetch_and_add. */
+struct nexus_proc_stats {
+	char comm[16];
+	__u64 dns_queries;              /* DNS sends (to a DNS port) */
+	__u64 cert_validations;         /* server certificates parsed in a TLS handshake */
+	__u64 tls_connections;          /* TCP connections to 443 established */
+	__u64 dns_denied;               /* DNS sends refused (or audited) by the enforcer */
+	__u64 last_seen_ns;
+};
+
 enum nexus_malformed_action {
 	NEXUS_MALFORMED_DROP = 0,
 	NEXUS_MALFORMED_PASS = 1,

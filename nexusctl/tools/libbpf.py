@@ -614,3 +614,85 @@ def prog_test_run(prog_fd: int, data: bytes, repeat: int = 1, out_size: int | No
     if rc < 0:
         raise LibbpfError("BPF_PROG_TEST_RUN", -rc if rc != -1 else ctypes.get_errno())
     return TestRun(opts.retval, dout.raw[: opts.data_size_out], opts.duration)
+
+
+# ---------------------------------------------------------------- ring buffers
+# libbpf's ring_buffer API (ring_buffer__new/poll/consume/free) for
+# BPF_MAP_TYPE_RINGBUF maps. Self-contained: declared on first use.
+
+_RB_SAMPLE_FN = CFUNCTYPE(c_int, c_void_p, c_void_p, c_size_t)
+_rb_declared = False
+
+
+class ring_buffer_opts(Structure):
+    _fields_ = [("sz", c_size_t)]
+
+
+def _rb_lib():
+    global _rb_declared
+    L = lib()
+    if not _rb_declared:
+        P = c_void_p
+        for name, res, args in (
+            ("ring_buffer__new", P, [c_int, _RB_SAMPLE_FN, P, POINTER(ring_buffer_opts)]),
+            ("ring_buffer__poll", c_int, [P, c_int]),
+            ("ring_buffer__consume", c_int, [P]),
+            ("ring_buffer__epoll_fd", c_int, [P]),
+            ("ring_buffer__free", None, [P]),
+        ):
+            fn = getattr(L, name)
+            fn.restype = res
+            fn.argtypes = args
+        _rb_declared = True
+    return L
+
+
+class RingBuffer:
+    """Consume a BPF ring buffer map: poll() returns the records that arrived
+    (each a bytes copy) within timeout_ms. A context manager that frees it."""
+
+    def __init__(self, map_fd: int):
+        L = _rb_lib()
+        self._records: list[bytes] = []
+        self._cb = _RB_SAMPLE_FN(self._sample)      # kept alive as long as self
+        opts = ring_buffer_opts(sz=ctypes.sizeof(ring_buffer_opts))
+        self.ptr = L.ring_buffer__new(map_fd, self._cb, None, byref(opts))
+        if not self.ptr:
+            raise LibbpfError("opening the ring buffer", ctypes.get_errno() or errno_mod.EINVAL)
+
+    def _sample(self, _ctx, data, size) -> int:
+        self._records.append(ctypes.string_at(data, size))
+        return 0
+
+    def poll(self, timeout_ms: int) -> list[bytes]:
+        """Wait up to timeout_ms for records; an interrupted wait (signal) returns what came."""
+        rc = _rb_lib().ring_buffer__poll(self.ptr, int(timeout_ms))
+        if rc < 0 and -rc != errno_mod.EINTR:
+            raise LibbpfError("polling the ring buffer", -rc)
+        out, self._records = self._records, []
+        return out
+
+    def consume(self) -> list[bytes]:
+        """Every record available now, without waiting."""
+        rc = _rb_lib().ring_buffer__consume(self.ptr)
+        if rc < 0 and -rc != errno_mod.EINTR:
+            raise LibbpfError("consuming the ring buffer", -rc)
+        out, self._records = self._records, []
+        return out
+
+    def epoll_fd(self) -> int:
+        return _rb_lib().ring_buffer__epoll_fd(self.ptr)
+
+    def close(self) -> None:
+        if self.ptr:
+            _rb_lib().ring_buffer__free(self.ptr)
+            self.ptr = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        self.close()

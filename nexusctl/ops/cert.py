@@ -28,6 +28,7 @@ from nexusctl.tools.btf import KIND_ENUM, Layout, kernel_btf
 EVENTS_MAP = "cert_events"
 SCRATCH_MAP = "cert_scratch"                # its value type is struct nexus_cert_event
 COUNTERS_MAP = "cert_counters"
+CONFIG_MAP = "cert_config"
 VERDICT_MAPS = ("cert_threat_cache", "cert_verdicts", "ct_log_entries")
 CHAIN_TIMEOUT_S = 2.0                       # a chain whose END never came (process killed) is judged anyway
 RELOAD_CHECK_S = 1.0                        # trust store / revocations / log list changed?
@@ -167,8 +168,8 @@ class Agent:
             raise OperationFailed(f"the certificate observer is not up ({pin} is not pinned)",
                                   "set cert.enabled: true in the config and run `nexusctl up`")
         try:
-            for name in (EVENTS_MAP, SCRATCH_MAP, COUNTERS_MAP, "cert_recent", "cert_threads", "cert_sni",
-                         *VERDICT_MAPS):
+            for name in (EVENTS_MAP, SCRATCH_MAP, COUNTERS_MAP, CONFIG_MAP, "cert_recent", "cert_threads",
+                         "cert_sni", *VERDICT_MAPS):
                 self.handles[name] = self.L.MapHandle.pinned(str(maps / name))
         except OSError as e:
             self.close()
@@ -194,7 +195,7 @@ class Agent:
         self.verdict_values = {k: kinds[v] for k, v in VERDICT_NAMES.items()}
         self.verdict_by_value = {v: k for k, v in self.verdict_values.items()}
         self.layouts = {}
-        for name in VERDICT_MAPS:
+        for name in (*VERDICT_MAPS, CONFIG_MAP):
             info = self.handles[name].info
             self.layouts[name] = Layout(kernel_btf(info["btf_id"]), info["btf_value_type_id"])
         # Certificates this process sent earlier would now come as references we
@@ -214,6 +215,13 @@ class Agent:
         for h in self.handles.values():
             h.close()
         self.handles = {}
+
+    def enforce_mode(self) -> str:
+        """ct.enforce as the kernel has it now (`up`/`apply` may have changed it since the start)."""
+        raw = self.handles[CONFIG_MAP].lookup(b"\0" * 4)
+        value = int(self.layouts[CONFIG_MAP].unpack(raw)["enforce"]) if raw else 0
+        modes = {v: k.removeprefix("NEXUS_CERT_").lower() for k, v in self.btf.enum("nexus_cert_enforce").items()}
+        return modes.get(value, str(value))
 
     def counters(self) -> dict[str, int]:
         h = self.handles.get(COUNTERS_MAP)
@@ -288,7 +296,7 @@ class Agent:
             ev = {**base, **analyze.public_view(res)}
         ev.update({"kernel_key": f"{leaf.key:016x}", "der_len": leaf.der_len, "chain_length": len(recs),
                    "kernel_verdict": self.verdict_by_value.get(leaf.verdict, "unknown"), "killed": killed,
-                   "enforce": self.cfg.ct.enforce})
+                   "enforce": self.enforce_mode()})
         self._record_event(ev)
 
     def _write_maps(self, res: dict, key: int) -> None:

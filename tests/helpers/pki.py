@@ -55,6 +55,7 @@ def precert_signed_data(ts_ms: int, issuer_key_hash: bytes, tbs: bytes, extensio
 
 @dataclass
 class TestLog:
+    __test__ = False            # not a pytest test class
     description: str
     operator: str
     key: ec.EllipticCurvePrivateKey = field(default_factory=lambda: ec.generate_private_key(ec.SECP256R1()))

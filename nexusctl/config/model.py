@@ -227,6 +227,9 @@ class Cert(Strict):
     libraries: list[str] = Field(default_factory=list, description=(
         "OpenSSL 3 libraries (paths or globs) to probe; empty: libssl.so.3 and libcrypto.so.3 "
         "found in the usual library directories"))
+    probe_io: bool = Field(True, description=(
+        "also mark threads inside SSL_read/SSL_peek/SSL_write(_ex), where handshakes run implicitly; "
+        "false: only SSL_do_handshake/SSL_connect/SSL_accept (cheaper for busy TLS servers)"))
     max_der: int = Field(8192, ge=256, le=CERT_MAX_DER, description="DER bytes copied per certificate")
     ring_buffer_kib: int = Field(1024, ge=16, le=262144, description="ring buffer size (power of two)")
     dedup_window: int = Field(300, ge=0, le=86400, description=(

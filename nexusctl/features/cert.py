@@ -31,8 +31,9 @@ OBJECTS = [ObjectSpec(OBJECT, PROGRAMS, lambda c: c.cert.enabled, "certificate o
 
 # SSL_* calls inside which a handshake can run (implicitly in read/peek/write):
 # entry marks the thread, return unmarks it.
-TLS_CALLS = ("SSL_do_handshake", "SSL_connect", "SSL_accept", "SSL_read", "SSL_read_ex", "SSL_peek", "SSL_peek_ex",
-             "SSL_write", "SSL_write_ex")
+HANDSHAKE_CALLS = ("SSL_do_handshake", "SSL_connect", "SSL_accept")
+IO_CALLS = ("SSL_read", "SSL_read_ex", "SSL_peek", "SSL_peek_ex", "SSL_write", "SSL_write_ex")   # cert.probe_io
+TLS_CALLS = HANDSHAKE_CALLS + IO_CALLS
 # (symbol, program, return probe)
 PROBES = ([(s, "cert_tls_enter", False) for s in TLS_CALLS] + [(s, "cert_tls_exit", True) for s in TLS_CALLS]
           + [("SSL_ctrl", "cert_sni_set", False), ("SSL_free", "cert_ssl_free", False),
@@ -97,12 +98,12 @@ def discover(cfg) -> tuple[list[Library], list[str]]:
     return libs, notes
 
 
-def link_specs(libs: list[Library]) -> list[LinkSpec]:
+def link_specs(libs: list[Library], probe_io: bool = True) -> list[LinkSpec]:
     from nexusctl.engine.links import LinkSpec       # engine.links imports the feature registry
     out = []
     for lib in libs:
         for symbol, prog, ret in PROBES:
-            if symbol not in lib.symbols:
+            if symbol not in lib.symbols or (not probe_io and symbol in IO_CALLS):
                 continue
             name = f"cert_{symbol}{'_ret' if ret else ''}_{lib.tag}"
             target = f"{lib.path}:{symbol}" + (" (return)" if ret else "")
@@ -121,7 +122,7 @@ def links(cfg) -> list[LinkSpec]:
         raise Unsupported(f"the certificate observer found no OpenSSL 3 library defining {', '.join(missing)} "
                           f"(looked in {where})" + (f"; {'; '.join(notes)}" if notes else ""),
                           "install libssl3, or list the libraries in cert.libraries")
-    return link_specs(libs)
+    return link_specs(libs, cfg.cert.probe_io)
 
 
 def map_sizes(cfg) -> dict[str, int]:

@@ -40,7 +40,8 @@ def list_maps(app) -> list[dict]:
 
 # Maps whose u32 keys are the values of an enum (array keys must be plain u32
 # for the kernel, so the enum is named here): keys show and parse by name.
-KEY_ENUMS = {"nexus_counters": "nexus_counter", "nexus_latency": "nexus_lat_path"}
+KEY_ENUMS = {"nexus_counters": "nexus_counter", "nexus_latency": "nexus_lat_path",
+             "cert_counters": "nexus_cert_counter"}
 
 
 def _layouts(info: dict):

@@ -304,6 +304,28 @@ def test_kill_mode_lets_the_first_sighting_through_then_kills(host, agent):
     assert third.returncode == 0
 
 
+def test_probe_io_off_still_sees_explicit_handshakes(host, agent):
+    host.write_config(cert={"probe_io": False})
+    try:
+        r = host.nexusctl("--json", "apply")
+        assert r.rc == 0, r.stderr
+        st = host.nexusctl("--json", "status").json
+        enter = {a["target"].rsplit(":", 1)[1] for p in st["programs"] if p["name"] == "cert_tls_enter"
+                 for a in p["attachments"]}
+        assert enter == {"SSL_do_handshake", "SSL_connect", "SSL_accept"}
+        issued = host.pki.issue(["io.lab.test"])
+        files = issued.write(host.dir / "io", "leaf")
+        # Python's ssl calls SSL_do_handshake; (openssl s_client handshakes inside
+        # SSL_read/SSL_write and is only seen with probe_io on).
+        with tls_server(files) as port:
+            c = python_client(port, "io.lab.test")
+        ev = judge(agent, c.pid)[0]
+        assert ev["sha256"] == issued.sha256 and ev["sni"] == "io.lab.test" and ev["flags"] == []
+    finally:
+        host.write_config()
+        assert host.nexusctl("apply").rc == 0
+
+
 # ---------------------------------------------------------------- the CLI
 
 def test_cert_events_lists_the_verdicts(host, agent):

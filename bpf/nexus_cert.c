@@ -298,7 +298,7 @@ static long hash_word(__u32 i, void *data)
 	w = *(__u64 *)&ev->der[i * NEXUS_CERT_WORD];
 	left = h->copied - i * NEXUS_CERT_WORD;
 	if (left < NEXUS_CERT_WORD)     /* bytes past the DER are stale: hash zeros */
-		w &= (1ULL << (left * 8)) - 1;
+		w &= (1ULL << (left * BITS_PER_BYTE)) - 1;
 	sip_word(&h->s, w);
 	return 0;
 }
@@ -442,6 +442,7 @@ int BPF_KPROBE(cert_d2i, void *out, const unsigned char **in, long len)
 		ev->type = NEXUS_CERT_EV_REF;
 		cert_count(NEXUS_CERT_CNT_DEDUPLICATED);
 		copied = 0;
+		ev->copied = 0;
 	}
 send:
 	t->certs++;

@@ -11,6 +11,7 @@
 #define NEXUS_CERT_MAX_DER 16384        /* DER bytes a record can carry; cert.max_der <= this */
 #endif
 #define NEXUS_CERT_WORD 8               /* the keyed hash eats the DER in 8-byte words */
+#define BITS_PER_BYTE 8
 #define NEXUS_CERT_MAX_WORDS (NEXUS_CERT_MAX_DER / NEXUS_CERT_WORD)
 #ifndef NEXUS_CERT_DEFAULT_DER
 #define NEXUS_CERT_DEFAULT_DER 8192     /* used while cert_config.max_der is 0 */

@@ -137,3 +137,12 @@ def test_disabling_cert_detaches_its_links(tmp_path):
     actions = plan_up(cfg, st, build=False)
     assert [a.name for a in actions if isinstance(a, DetachLink)] == ["cert_d2i_X509_abcd1234"]
     assert not any(isinstance(a, LoadObject) for a in actions)
+
+
+def test_cert_watch_without_the_observer_up_says_how_to_fix(tmp_path):
+    from helpers.cli import nexusctl
+    p = write(tmp_path, f"pin_root: /sys/fs/bpf/nexus-unit-absent\nstate_dir: {tmp_path}/state\n")
+    r = nexusctl("-c", str(p), "--json", "cert", "watch", "--duration", "1")
+    assert r.rc == 1
+    doc = __import__("json").loads(r.stdout)
+    assert "not up" in doc["error"] and "cert.enabled: true" in doc["hint"]

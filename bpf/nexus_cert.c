@@ -371,7 +371,7 @@ int BPF_KPROBE(cert_d2i, void *out, const unsigned char **in, long len)
 	if (!cfg || !ev)
 		return 0;
 	cert_count(NEXUS_CERT_CNT_SEEN);
-	ps = proc_stats();
+	ps = proc_stats_task();         /* named after the main thread, like metrics does */
 	if (ps)
 		__sync_fetch_and_add(&ps->cert_validations, 1);
 

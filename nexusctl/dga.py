@@ -28,8 +28,10 @@ OTHER = ALPHA - 1
 RUN_CAP = 6
 VOWELS = set("aeiou")
 TABLE_FILE = Path(__file__).resolve().parent / "data" / "dga_bigrams.json"
-# Weights fitted by scripts/dga_eval.py --fit on the families in tests/helpers/dga_families.py.
-WEIGHTS = {"w_rarity": 6, "w_digits": 3, "w_run": 2}
+# Weights from scripts/dga_eval.py --fit (tests/helpers/dga_families.py): at the default
+# threshold 600, precision 0.998, recall 0.66 (0 on dictionary DGAs), 0.2% of ordinary names flagged.
+# The digit ratio earned no weight: pair rarity already catches digit-heavy labels.
+WEIGHTS = {"w_rarity": 3, "w_digits": 0, "w_run": 2}
 
 
 def alpha_index(ch: int) -> int:

@@ -83,6 +83,8 @@ def status(app, data: dict) -> None:
         fill = f"{100 * n / mp['max_entries']:.1f}%" if n is not None and mp["max_entries"] else "-"
         m.add_row(mp["name"], mp["type"], "-" if n is None else str(n), str(mp["max_entries"]), fill)
     app.out.print(m)
+    for note in data.get("notes", []):
+        app.out.print(note, markup=False)
     for w in data.get("warnings", []):
         app.warn(w)
 

@@ -35,6 +35,40 @@ struct {
 	__type(value, struct nexus_latency);
 } nexus_latency SEC(".maps");
 
+/* Answers of the local resolver, filled at TC egress, served at XDP ingress.
+ * Size: config dns.cache.max_entries. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct nexus_cache_key);
+	__type(value, struct nexus_cache_val);
+} nexus_cache SEC(".maps");
+
+/* One GCRA state per client prefix. Size: config dns.rate_limit.max_clients. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct nexus_rl_key);
+	__type(value, struct nexus_rl_state);
+} nexus_ratelimit SEC(".maps");
+
+/* Queries on their way to the resolver: ingress time by (client, port, id).
+ * Size: config dns.latency.max_inflight. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct nexus_inflight_key);
+	__type(value, struct nexus_inflight_val);
+} nexus_inflight SEC(".maps");
+
+/* The DGA scorer's pair-rarity table and weights, written at `up`. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct nexus_dga_table);
+} nexus_dga SEC(".maps");
+
 /* Never read: put the key enums into the object's BTF, where user space
  * finds the names of counters and latency paths. */
 const volatile enum nexus_counter nexus_counter_names = NEXUS_CNT__MAX;
@@ -47,6 +81,48 @@ static __always_inline void count(enum nexus_counter c)
 
 	if (v)
 		*v += 1;
+}
+
+static __always_inline void count_n(enum nexus_counter c, __u64 n)
+{
+	__u32 key = c;
+	__u64 *v = bpf_map_lookup_elem(&nexus_counters, &key);
+
+	if (v)
+		*v += n;
+}
+
+/* log2 bucket of a duration in ns: bucket i holds [2^i, 2^(i+1)). */
+static __always_inline __u32 log2_bucket(__u64 v)
+{
+	__u32 r = 0;
+	int i;
+
+#pragma unroll
+	for (i = 5; i >= 0; i--) {
+		__u32 shift = 1U << i;
+
+		if (v >= (1ULL << shift)) {
+			v >>= shift;
+			r += shift;
+		}
+	}
+	return r < NEXUS_LAT_BUCKETS ? r : NEXUS_LAT_BUCKETS - 1;
+}
+
+static __always_inline void record_latency(enum nexus_lat_path path, __u64 ns)
+{
+	__u32 key = path;
+	struct nexus_latency *l = bpf_map_lookup_elem(&nexus_latency, &key);
+	__u32 b;
+
+	if (!l)
+		return;
+	b = log2_bucket(ns);
+	if (b < NEXUS_LAT_BUCKETS)
+		l->buckets[b] += 1;
+	l->count += 1;
+	l->sum_ns += ns;
 }
 
 static __always_inline const struct nexus_config *get_config(void)

@@ -71,6 +71,34 @@ struct nexus_config {
 	__u64 rl_burst_ns;              /* interval * burst: how far ahead a client may run */
 };
 
+/* DNS latency, query to answer, in log2 buckets of nanoseconds: bucket i
+ * counts durations in [2^i, 2^(i+1)) ns (bucket 0 also takes 0 and 1 ns).
+ * One entry per path in nexus_latency (a per-CPU array). */
+#define NEXUS_LAT_BUCKETS 32
+enum nexus_lat_path {
+	NEXUS_LAT_KERNEL = 0,           /* answered in XDP: parse to XDP_TX */
+	NEXUS_LAT_RESOLVER = 1,         /* query seen at XDP ingress to answer at TC egress */
+	NEXUS_LAT__MAX,
+};
+
+struct nexus_latency {
+	__u64 buckets[NEXUS_LAT_BUCKETS];
+	__u64 count;
+	__u64 sum_ns;
+};
+
+/* Per-process figures (LRU hash nexus_procs keyed by tgid), shared by the
+ * metrics tracepoints, the certificate observer and the enforcer. Values are
+ * shared between CPUs: update with __sync_fetch_and_add. */
+struct nexus_proc_stats {
+	char comm[16];
+	__u64 dns_queries;              /* DNS sends (to a DNS port) */
+	__u64 cert_validations;         /* server certificates parsed in a TLS handshake */
+	__u64 tls_connections;          /* TCP connections to 443 established */
+	__u64 dns_denied;               /* DNS sends refused (or audited) by the enforcer */
+	__u64 last_seen_ns;
+};
+
 enum nexus_rl_action {
 	NEXUS_RL_DROP = 0,
 	NEXUS_RL_SLIP = 1,
@@ -93,12 +121,71 @@ enum nexus_block_response {
  * other); rarity[a * NEXUS_DGA_ALPHA + b] is how unusual the pair "ab" is in
  * ordinary names, 0 (common) .. 255 (never seen). One entry in nexus_dga. */
 #define NEXUS_DGA_ALPHA 38
+#define NEXUS_DGA_TABLE 2048            /* >= ALPHA * ALPHA, a power of two (index masking) */
 struct nexus_dga_table {
-	__u8 rarity[NEXUS_DGA_ALPHA * NEXUS_DGA_ALPHA];
+	__u8 rarity[NEXUS_DGA_TABLE];
 	__u16 w_rarity;                 /* weights of the three features, sum > 0 */
 	__u16 w_digits;
 	__u16 w_run;
 	__u16 pad;
+};
+
+/* ---- DNS policy (see nexusctl/policy/ and bpf/include/policy.h) ----
+ * Rules are found by hashing each suffix of the query name, from the top
+ * label down: one hash-map lookup per label, whatever the number of rules.
+ * A key is 128 bits from two independent 64-bit lanes seeded per host. */
+enum nexus_policy_action {
+	NEXUS_POL_NONE = 0,
+	NEXUS_POL_BLOCK = 1,
+	NEXUS_POL_REDIRECT = 2,
+	NEXUS_POL_SYNTHESIZE = 3,
+	NEXUS_POL_ALLOW = 4,
+};
+
+enum nexus_policy_kind {
+	NEXUS_POL_EXACT = 1,            /* "name": that name only */
+	NEXUS_POL_WILDCARD = 2,         /* "*.name": every name below it */
+};
+
+struct nexus_policy_key {
+	__u64 h1;
+	__u64 h2;
+};
+
+struct nexus_policy_val {
+	__u16 priority;                 /* lower wins */
+	__u16 pat_len;                  /* pattern length as written: longer wins a tie */
+	__u16 qtypes;                   /* bit per query type (nexusctl/policy/rules.py QTYPE_BITS) */
+	__u8 action;                    /* enum nexus_policy_action */
+	__u8 family;                    /* 4 or 6: the family of addr */
+	__u8 addr[16];                  /* redirect/synthesize target */
+	__u32 rule_id;
+	__u32 pad;
+};
+
+/* Prefix rules ("ads.*") in an LPM trie over the lower-cased dotted name. */
+#ifndef NEXUS_PREFIX_MAX
+#define NEXUS_PREFIX_MAX 64
+#endif
+struct nexus_prefix_key {
+	__u32 prefixlen;                /* bits */
+	__u8 data[NEXUS_PREFIX_MAX];
+};
+
+/* An allow rule's pattern in wire form, checked byte for byte before an
+ * allow is honoured: a crafted hash collision must never turn a block into
+ * an allow. */
+struct nexus_policy_verify {
+	__u16 len;
+	__u8 wire[256];
+};
+
+/* Which rule set is live, and the hash seeds. One entry in nexus_pol_state. */
+struct nexus_policy_state {
+	__u64 seed1;
+	__u64 seed2;
+	__u32 gen;                      /* slot (0/1) of the outer maps in use */
+	__u32 active;                   /* any rule loaded at all */
 };
 
 /* ---- the answer cache ---- */
@@ -154,40 +241,18 @@ struct nexus_rl_state {
 };
 
 /* ---- latency: queries waiting for the resolver's answer ---- */
+struct nexus_inflight_val {
+	__u64 ts_ns;                    /* when XDP passed the query on */
+	__u8 no_cache;                  /* the query carried EDNS Client Subnet: do not cache its answer */
+	__u8 pad[7];
+};
+
 struct nexus_inflight_key {
 	__u8 addr[16];                  /* client address (IPv4 in the first 4 bytes) */
 	__u16 port;                     /* client port, network order */
 	__u16 id;                       /* DNS id, network order */
 	__u8 family;
 	__u8 pad[3];
-};
-
-/* DNS latency, query to answer, in log2 buckets of nanoseconds: bucket i
- * counts durations in [2^i, 2^(i+1)) ns (bucket 0 also takes 0 and 1 ns).
- * One entry per path in nexus_latency (a per-CPU array). */
-#define NEXUS_LAT_BUCKETS 32
-enum nexus_lat_path {
-	NEXUS_LAT_KERNEL = 0,           /* answered in XDP: parse to XDP_TX */
-	NEXUS_LAT_RESOLVER = 1,         /* query seen at XDP ingress to answer at TC egress */
-	NEXUS_LAT__MAX,
-};
-
-struct nexus_latency {
-	__u64 buckets[NEXUS_LAT_BUCKETS];
-	__u64 count;
-	__u64 sum_ns;
-};
-
-/* Per-process figures (LRU hash nexus_procs keyed by tgid), shared by the
- * metrics tracepoints, the certificate observer and the enforcer. Values are
- * shared between CPUs: update with __sync_fetch_and_add. */
-struct nexus_proc_stats {
-	char comm[16];
-	__u64 dns_queries;              /* DNS sends (to a DNS port) */
-	__u64 cert_validations;         /* server certificates parsed in a TLS handshake */
-	__u64 tls_connections;          /* TCP connections to 443 established */
-	__u64 dns_denied;               /* DNS sends refused (or audited) by the enforcer */
-	__u64 last_seen_ns;
 };
 
 enum nexus_malformed_action {

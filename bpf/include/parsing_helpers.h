@@ -60,6 +60,14 @@ static __always_inline void *pkt_ptr(void *data, __u32 off)
 	return data + off;
 }
 
+/* v & mask where clang cannot drop the mask as redundant: gives the
+ * verifier a bound on the register actually used as an index. */
+static __always_inline __u32 bounded(__u32 v, const __u32 mask)
+{
+	asm volatile("%0 &= %1" : "+r"(v) : "i"(mask));
+	return v;
+}
+
 static __always_inline int proto_is_vlan(__u16 h_proto)
 {
 	return h_proto == bpf_htons(ETH_P_8021Q) || h_proto == bpf_htons(ETH_P_8021AD);

@@ -32,7 +32,7 @@ def register(app: typer.Typer) -> None:
         out = core.verify(a, only)
 
         def human(d):
-            render.table(a, [{"object": r["object"], "program": r["program"], "type": r["type"],
+            render.table(a, [{"object": r["object"], "program": r["program"] or r.get("skipped"), "type": r["type"],
                               "verified insns": r["verified_insns"], "xlated insns": r["xlated_insns"],
                               "jited bytes": r["jited_bytes"]} for r in d["objects"]],
                          title="Verifier accepted")

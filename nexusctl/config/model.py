@@ -102,6 +102,7 @@ class Latency(Strict):
 class Dns(Strict):
     ports: list[Port] = Field(default_factory=lambda: [53], min_length=1, max_length=4)
     malformed: Literal["drop", "pass"] = "drop"
+    edns_udp_size: int = Field(1232, ge=512, le=4096, description="UDP size advertised in in-kernel answers")
     rate_limit: RateLimit = Field(default_factory=RateLimit)
     dga: Dga = Field(default_factory=Dga)
     cache: Cache = Field(default_factory=Cache)
@@ -296,13 +297,138 @@ class Ct(Strict):
         return _config_relative(v, info)
 
 
+def parse_listen(v: str) -> tuple[str, int]:
+    """'HOST:PORT' or '[V6]:PORT' → (host, port)."""
+    v = v.strip()
+    if v.startswith("["):
+        host, sep, port = v[1:].partition("]:")
+    else:
+        host, sep, port = v.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError(f"{v!r} is not HOST:PORT (e.g. 127.0.0.1:9435 or [::1]:9435)")
+    if ":" in host and not v.startswith("["):
+        raise ValueError(f"{v!r}: write an IPv6 address in brackets, e.g. [::1]:9435")
+    return host, int(port)
+
+
+def _listen(v: str) -> str:
+    parse_listen(v)
+    return v.strip()
+
+
+PerfEvent = Literal["cycles", "instructions", "cache_misses"]
+
+
 class Metrics(Strict):
-    enabled: bool = False
-    listen: str = "127.0.0.1:9435"
+    """Tracepoints and perf events (bpf/nexus_metrics.c), `stats`, `metrics serve`."""
+    enabled: bool = Field(False, description="load and attach the metrics programs")
+    listen: Annotated[str, AfterValidator(_listen)] = Field(
+        "127.0.0.1:9435", description="`metrics serve` address (HOST:PORT; loopback unless you mean it)")
+    max_processes: int = Field(16384, ge=64, le=1_048_576,
+                               description="LRU size of nexus_procs (per-process figures, shared with cert/enforce)")
+    max_interfaces: int = Field(256, ge=4, le=65536, description="LRU size of nexus_netif")
+    interfaces: list[IfName] = Field(default_factory=list, max_length=8,
+                                     description="count only these interface names (empty: every interface)")
+    tls_ports: list[Port] = Field(default_factory=lambda: [443], min_length=1, max_length=4,
+                                  description="TCP ports whose established connections count as TLS")
+    sample_frequency: int = Field(99, ge=0, le=10_000, description="CPU samples per second per CPU; 0: no sampling")
+    hardware_events: list[PerfEvent] = Field(
+        default_factory=lambda: ["cycles", "instructions", "cache_misses"],
+        description="hardware events sampled too, where the CPU (or VM) exposes them")
+    export_processes: int = Field(50, ge=0, le=10_000,
+                                  description="processes exported to Prometheus (the busiest; pid is a label)")
+
+    @field_validator("tls_ports", "hardware_events", "interfaces")
+    @classmethod
+    def _no_repeats(cls, v: list) -> list:
+        if len(set(v)) != len(v):
+            raise ValueError("an item is listed twice")
+        return v
+
+
+ENFORCE_MAX_CGROUPS = 64       # NEXUS_ENF_MAX_CGROUPS (bpf/include/nexus_enforce.h)
+ENFORCE_MAX_ALLOW = 4096       # NEXUS_ENF_MAX_ALLOW
+ENFORCE_MAX_PORTS = 8          # NEXUS_ENF_MAX_PORTS
+
+
+def _network(v: str) -> str:
+    """An IPv4/IPv6 address or CIDR prefix, normalised (198.18.0.1 → 198.18.0.1/32)."""
+    if not isinstance(v, str):
+        v = str(v)
+    try:
+        return str(ipaddress.ip_network(v.strip(), strict=True))
+    except ValueError as e:
+        if "host bits set" in str(e):
+            net = ipaddress.ip_network(v.strip(), strict=False)
+            raise ValueError(f"{v!r} has host bits set; did you mean {net}?") from None
+        raise ValueError(f"{v!r} is not an IPv4/IPv6 address or CIDR prefix") from None
+
+
+def _enforce_ports(v: list[int] | None) -> list[int] | None:
+    if v is None:
+        return v
+    if len(set(v)) != len(v):
+        raise ValueError("ports are listed twice")
+    return v
+
+
+EnforcePorts = Annotated[list[Port], Field(min_length=1, max_length=ENFORCE_MAX_PORTS),
+                         AfterValidator(_enforce_ports)]
+
+
+def _cgroup_path(v: str) -> str:
+    v = v.strip()
+    if not v:
+        raise ValueError("empty cgroup path")
+    if ".." in Path(v).parts:
+        raise ValueError(f"{v!r} must not contain '..'")
+    return v.rstrip("/") or "/"
+
+
+class EnforceCgroup(Strict):
+    """One cgroup (v2) whose processes, and its descendants', may send DNS only to `allow`."""
+    path: Annotated[str, AfterValidator(_cgroup_path)] = Field(
+        description="relative to the cgroup2 mount, or absolute (under the mount, or as in /proc/PID/cgroup)")
+    allow: list[Annotated[str, AfterValidator(_network)]] = Field(
+        default_factory=list, description="addresses or CIDR prefixes DNS may go to; empty: none")
+    ports: EnforcePorts | None = Field(None, description="DNS ports for this cgroup (default: enforce.ports)")
 
 
 class Enforce(Strict):
     enabled: bool = False
+    mode: Literal["audit", "enforce"] = Field("enforce", description="audit only counts and reports")
+    lsm: Literal["off", "auto", "required"] = Field(
+        "off", description="BPF LSM hooks instead of cgroup hooks: auto where usable; required exits 3 without")
+    ports: EnforcePorts = Field(default_factory=lambda: [53, 853], description="DNS ports (UDP and TCP)")
+    cgroups: list[EnforceCgroup] = Field(default_factory=list, max_length=ENFORCE_MAX_CGROUPS)
+
+    @field_validator("lsm", mode="before")
+    @classmethod
+    def _yaml_off(cls, v):
+        # YAML 1.1 reads a bare `off` as false
+        return "off" if v is False else v
+
+    @field_validator("cgroups")
+    @classmethod
+    def _unique_cgroups(cls, v: list[EnforceCgroup]) -> list[EnforceCgroup]:
+        seen = set()
+        for c in v:
+            if c.path in seen:
+                raise ValueError(f"cgroup {c.path} is listed twice")
+            seen.add(c.path)
+        total = sum(len(c.allow) for c in v)
+        if total > ENFORCE_MAX_ALLOW:
+            raise ValueError(f"{total} allow entries; at most {ENFORCE_MAX_ALLOW} in all")
+        return v
+
+    @model_validator(mode="after")
+    def _needs_cgroups(self) -> "Enforce":
+        if self.enabled and not self.cgroups:
+            raise ValueError("enabled, but no cgroups are listed: add enforce.cgroups[{path, allow}]")
+        return self
+
+    def ports_of(self, cg: EnforceCgroup) -> list[int]:
+        return list(cg.ports if cg.ports is not None else self.ports)
 
 
 class Config(Strict):

@@ -51,10 +51,14 @@ class PlanResult:
 
 
 class PlanFailed(OperationFailed):
-    def __init__(self, err: NexusError, result: PlanResult, rolled_back: bool):
-        state = ("what this run changed was rolled back; the host is as it was before"
-                 if rolled_back else "some steps could not be undone; run `nexusctl down` to clean up")
-        super().__init__(f"{err.message} ({state})", err.hint, details=err.details)
+    def __init__(self, err: NexusError, result: PlanResult, rolled_back: bool | None):
+        if rolled_back is None:
+            msg = err.message
+        elif rolled_back:
+            msg = f"{err.message} (what this run changed was rolled back; the host is as it was before)"
+        else:
+            msg = f"{err.message} (some steps could not be undone; run `nexusctl down` to clean up)"
+        super().__init__(msg, err.hint, details=err.details)
         self.exit_code = err.exit_code
         self.result = result
 
@@ -83,7 +87,7 @@ def execute(actions: list[Action], ctx: Ctx, *, dry_run: bool = False, rollback:
             err = e if isinstance(e, NexusError) else OperationFailed(f"{action.describe()}: {e.strerror or e}")
             result.steps.append(StepResult(action, "failed", err.message))
             result.warnings.extend(ctx.warnings)
-            ok = False
+            ok = None
             if rollback:
                 # the failed step may have done part of its work: undo it first
                 ok = _rollback([*applied, action], ctx, result)

@@ -86,6 +86,11 @@ class EnsureDir(Action):
 
 # ---------------------------------------------------------------- objects
 
+def is_private_map(name: str) -> bool:
+    """Maps named *_scratch are one object's working memory (per-CPU buffers)."""
+    return name.endswith("_scratch")
+
+
 def _map_compatible(pinned: dict, want: dict) -> bool:
     """Would libbpf reuse the pinned map for this definition?"""
     return all(pinned.get(k) == want.get(k) for k in ("type_id", "key_size", "value_size", "max_entries",
@@ -155,6 +160,8 @@ class LoadObject(Action):
                     pin = self.dirs["maps"] / name
                     if name in self.map_sizes:
                         obj.set_map_max_entries(m, self.map_sizes[name])
+                    if is_private_map(name):
+                        continue              # per-object working memory: not shared, not pinned
                     if pin.exists():
                         pinned = observe.pinned_map(ctx.runner, pin)
                         if pinned and not _map_compatible(pinned, obj.map_def(m)):
@@ -180,6 +187,8 @@ class LoadObject(Action):
                     progs[prog.name] = {"id": info["id"], "tag": info["tag"], "type": info["type"],
                                         "verified_insns": info["verified_insns"]}
                 for name, _ in obj.user_maps():
+                    if is_private_map(name):
+                        continue
                     info = observe.pinned_map(ctx.runner, self.dirs["maps"] / name)
                     if info:
                         maps_used[name] = info["id"]
@@ -223,7 +232,11 @@ class WriteConfigMap(Action):
         self._old: bytes | None = None
 
     def describe(self) -> str:
-        shown = ", ".join(f"{k}={v}" for k, v in self.values.items())
+        def short(v):
+            if isinstance(v, (bytes, bytearray)):
+                return f"<{len(v)} bytes>"
+            return v
+        shown = ", ".join(f"{k}={short(v)}" for k, v in self.values.items())
         return f"write {self.pin.name}: {shown}"
 
     def _packed(self) -> bytes:

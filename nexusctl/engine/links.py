@@ -20,7 +20,7 @@ from nexusctl.errors import OperationFailed, Unsupported
 class LinkSpec:
     name: str                       # pin name under links/ (no dots: bpffs refuses them)
     prog: str                       # program pin name under progs/
-    kind: str                       # tracepoint | uprobe | perf_event | cgroup
+    kind: str                       # tracepoint | uprobe | perf_event | cgroup | lsm
     target: str                     # what status shows
     tp: tuple[str, str] | None = None             # (category, name)
     uprobe: tuple[str, str, bool] | None = None   # (library path, symbol, retprobe)
@@ -28,8 +28,8 @@ class LinkSpec:
     cgroup: tuple[str, str] | None = None         # (cgroup v2 dir, connect4|connect6|sendmsg4|sendmsg6)
 
 
-def _open_target(ctx: Ctx, spec: LinkSpec) -> tuple[int, int]:
-    """(target fd, attach type) for the spec."""
+def _open_target(ctx: Ctx, spec: LinkSpec) -> tuple[int | None, int]:
+    """(target fd, attach type) for the spec; None: no target (LSM links are global)."""
     from nexusctl.tools import perf
     try:
         if spec.kind == "tracepoint":
@@ -44,6 +44,8 @@ def _open_target(ctx: Ctx, spec: LinkSpec) -> tuple[int, int]:
         if spec.kind == "cgroup":
             path, how = spec.cgroup
             return os.open(path, os.O_RDONLY | os.O_DIRECTORY), perf.CGROUP_ATTACH_TYPES[how]
+        if spec.kind == "lsm":
+            return None, perf.BPF_LSM_MAC
     except perf.PerfError as e:
         raise Unsupported(f"cannot attach {spec.prog} to {spec.kind} {spec.target}: {e.strerror or e}",
                           "see `nexusctl doctor` for what this kernel offers") from None
@@ -96,12 +98,13 @@ class AttachLink(Action):
         ctx.runner.kernel_action(f"BPF_LINK_CREATE {self.spec.prog} → {self.spec.kind} {self.spec.target}; "
                                  f"pin {self.link_pin}")
         try:
-            perf.attach_pinned(str(self.prog_pin), fd, attach_type, str(self.link_pin))
+            perf.attach_pinned(str(self.prog_pin), 0 if fd is None else fd, attach_type, str(self.link_pin))
         except perf.PerfError as e:
             raise Unsupported(f"cannot attach {self.spec.prog} to {self.spec.kind} {self.spec.target}: "
                               f"{e.strerror or e}", "see `nexusctl doctor`") from None
         finally:
-            os.close(fd)
+            if fd is not None:
+                os.close(fd)
         self._created = not existed
         want = observe.pinned_prog(ctx.runner, self.prog_pin)
         ctx.state.links[self.spec.name] = self._record(want["id"] if want else None)

@@ -10,6 +10,7 @@ A feature module may define (all optional except OBJECTS):
   links(cfg) -> list[LinkSpec]                 (nexusctl.engine.links)
   extra_actions(cfg, state) -> list[Action]    (run after loads and attachments)
   doctor_checks(app) -> list[dict]             (nexusctl.ops.doctor.check(...) rows)
+  status_fields(app, state) -> dict            (merged into `status`; "notes": human lines)
 """
 from __future__ import annotations
 

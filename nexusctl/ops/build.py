@@ -33,6 +33,11 @@ def verify(app, only: list[str] | None = None) -> dict:
         if only and src.stem not in only:
             continue
         path = object_path(app.config.build_dir, src.stem)
+        skip = _unsupported(app, src.stem)
+        if skip:
+            results.append({"object": src.stem, "program": None, "ok": True, "skipped": skip, "type": None,
+                            "verified_insns": None, "xlated_insns": None, "jited_bytes": None})
+            continue
         app.runner.kernel_action(f"libbpf: load {path} (verify only; nothing pinned or attached)")
         try:
             with L.BpfObject(str(path)) as obj:
@@ -55,6 +60,16 @@ def verify(app, only: list[str] | None = None) -> dict:
     if failed:
         raise VerifyFailed(out)
     return out
+
+
+def _unsupported(app, name: str) -> str | None:
+    """A feature may say its object needs what this kernel lacks (e.g. BPF LSM): skipped, not failed."""
+    from nexusctl.features import FEATURES
+    for f in FEATURES:
+        why = getattr(f, "unsupported_object", lambda *_: None)(app, name)
+        if why:
+            return why
+    return None
 
 
 class VerifyFailed(OperationFailed):

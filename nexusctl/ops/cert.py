@@ -23,10 +23,11 @@ from typing import Callable
 from nexusctl.certs import analyze, ct
 from nexusctl.engine.objects import pin_dirs
 from nexusctl.errors import OperationFailed, Unsupported, UsageError
-from nexusctl.tools.btf import KIND_ENUM, Layout, kernel_btf
+from nexusctl.tools.btf import Layout, kernel_btf
 
 EVENTS_MAP = "cert_events"
-SCRATCH_MAP = "cert_scratch"                # its value type is struct nexus_cert_event
+EVENT_STRUCT = "nexus_cert_event"           # in the BTF of the loaded programs
+D2I_PROG = "cert_d2i"
 COUNTERS_MAP = "cert_counters"
 CONFIG_MAP = "cert_config"
 VERDICT_MAPS = ("cert_threat_cache", "cert_verdicts", "ct_log_entries")
@@ -168,8 +169,8 @@ class Agent:
             raise OperationFailed(f"the certificate observer is not up ({pin} is not pinned)",
                                   "set cert.enabled: true in the config and run `nexusctl up`")
         try:
-            for name in (EVENTS_MAP, SCRATCH_MAP, COUNTERS_MAP, CONFIG_MAP, "cert_recent", "cert_threads",
-                         "cert_sni", *VERDICT_MAPS):
+            for name in (EVENTS_MAP, COUNTERS_MAP, CONFIG_MAP, "cert_recent", "cert_threads", "cert_sni",
+                         *VERDICT_MAPS):
                 self.handles[name] = self.L.MapHandle.pinned(str(maps / name))
         except OSError as e:
             self.close()
@@ -179,10 +180,19 @@ class Agent:
             raise OperationFailed(f"opening the certificate observer's maps: {e}",
                                   "run `nexusctl up` again") from None
         self.map_id = self.handles[EVENTS_MAP].info["id"]
-        scratch = self.handles[SCRATCH_MAP].info
-        btf = kernel_btf(scratch["btf_id"])
+        # The record layout as the loaded program has it (a rebuilt object may differ).
+        prog = pin_dirs(self.cfg.pin_root)["progs"] / D2I_PROG
+        try:
+            fd = self.L.obj_get(str(prog))
+            try:
+                btf = kernel_btf(self.L.prog_info(fd)["btf_id"])
+            finally:
+                os.close(fd)
+        except OSError as e:
+            self.close()
+            raise OperationFailed(f"reading {prog}: {e}", "run `nexusctl up` again") from None
         self.btf = btf
-        self.event_layout = Layout(btf, scratch["btf_value_type_id"])
+        self.event_layout = btf.struct(EVENT_STRUCT)
         members = {m[0]: m[2] // 8 for m in self.event_layout.type.extra}
         self.der_off = members["der"]
         types = _enum(btf, "nexus_cert_event_type", "NEXUS_CERT_EV_")
@@ -201,7 +211,9 @@ class Agent:
         # Certificates this process sent earlier would now come as references we
         # cannot resolve: make every process send the DER again once.
         self._clear(self.handles["cert_recent"])
-        self.rb = self.L.RingBuffer(self.handles[EVENTS_MAP].fd)
+        from nexusctl.tools.ringbuf import RingBuffer
+        self._records: list[bytes] = []
+        self.rb = RingBuffer(self.handles[EVENTS_MAP].fd, self._records.append)
 
     @staticmethod
     def _clear(handle) -> None:
@@ -358,8 +370,13 @@ class Agent:
         for k in [k for k, c in self.pending.items() if force or now - c.first_seen > CHAIN_TIMEOUT_S]:
             self._judge(self.pending.pop(k))
 
+    def _take(self) -> list[bytes]:
+        recs, self._records[:] = list(self._records), []
+        return recs
+
     def step(self, timeout_ms: int = 250) -> int:
-        recs = self.rb.poll(timeout_ms)
+        self.rb.poll(timeout_ms)
+        recs = self._take()
         for raw in recs:
             self.handle(raw)
         self.flush()
@@ -418,7 +435,8 @@ class Agent:
             if end is not None and time.monotonic() >= end:
                 break
         # what is already in the ring buffer belongs to this run
-        for raw in self.rb.consume():
+        self.rb.consume()
+        for raw in self._take():
             self.handle(raw)
         self.flush(force=True)
 

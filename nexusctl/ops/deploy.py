@@ -54,12 +54,24 @@ def _count_entries(L, path: Path, info: dict) -> int | None:
         return None
 
 
+def _feature_status(app, state, out: dict) -> None:
+    """Fields features add to status (feature.status_fields(app, state) -> dict);
+    their "notes" (human lines) are gathered in one list."""
+    from nexusctl.features import FEATURES
+    for f in FEATURES:
+        if hasattr(f, "status_fields"):
+            fields = dict(f.status_fields(app, state))
+            out.setdefault("notes", []).extend(fields.pop("notes", []))
+            out.update(fields)
+
+
 def status(app) -> dict:
     cfg = app.config
     state = app.state()
     dirs = pin_dirs(cfg.pin_root)
     out = {"pin_root": str(cfg.pin_root), "up": cfg.pin_root.exists(), "programs": [], "maps": [],
            "warnings": []}
+    _feature_status(app, state, out)
     if not cfg.pin_root.exists():
         return out
     L = app.runner.libbpf

@@ -41,6 +41,8 @@ def list_maps(app) -> list[dict]:
 # Maps whose u32 keys are the values of an enum (array keys must be plain u32
 # for the kernel, so the enum is named here): keys show and parse by name.
 KEY_ENUMS = {"nexus_counters": "nexus_counter", "nexus_latency": "nexus_lat_path",
+             "nexus_enf_counters": "nexus_enf_counter",
+             "nexus_mcounters": "nexus_mcounter", "nexus_samples": "nexus_perf_event",
              "cert_counters": "nexus_cert_counter"}
 
 

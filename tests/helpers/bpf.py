@@ -31,7 +31,8 @@ class Loaded:
             for mname, m in obj.user_maps():
                 if map_sizes and mname in map_sizes:
                     obj.set_map_max_entries(m, map_sizes[mname])
-                obj.set_map_pin_path(m, str(pin_dir / "maps" / mname))
+                if not mname.endswith("_scratch"):
+                    obj.set_map_pin_path(m, str(pin_dir / "maps" / mname))
             obj.load()
             self.objs[name] = obj
             if self.btf is None:
@@ -80,3 +81,17 @@ def private_pin_dir(tag: str) -> Path:
     """A bpffs directory only this test uses (bpffs refuses dots in names)."""
     safe = re.sub(r"[^A-Za-z0-9_-]", "_", tag)[:40]
     return Path("/sys/fs/bpf") / f"nexus-test-{safe}-{os.getpid()}"
+
+
+def apply_config(lo: "Loaded", cfg_text: str = "") -> dict:
+    """Write what `up` writes (nexus_config, nexus_dga) for a config given as YAML."""
+    from nexusctl.config import load_config_text
+    from nexusctl.features import dns as dns_feature
+    cfg = load_config_text(cfg_text)
+    values = dns_feature.config_values(cfg)
+    lo.set_config(**values)
+    from nexusctl import dga
+    layout = lo.btf.struct("nexus_dga_table")
+    with lo.map("nexus_dga") as m:
+        m.update(b"\0" * 4, layout.pack(dga.table_values()))
+    return values

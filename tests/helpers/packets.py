@@ -95,8 +95,11 @@ def dns_query(name: str, qtype: str = "A", *, qid: int = 0x4242, edns: bool = Fa
     opts = []
     if ecs:
         opts.append(dns.edns.ECSOption.from_text(ecs))
-    q = dns.message.make_query(name, qtype, use_edns=0 if (edns or do or ecs) else None, payload=payload,
-                               want_dnssec=do, options=opts or None)
+    if edns or do or ecs:
+        q = dns.message.make_query(name, qtype, use_edns=0, payload=payload, want_dnssec=do,
+                                   options=opts or None)
+    else:
+        q = dns.message.make_query(name, qtype, use_edns=False)
     q.id = qid
     if not rd:
         q.flags &= ~dns.flags.RD

@@ -238,6 +238,10 @@ def test_python_client_sni_dedup_and_per_process_count(host, agent):
     procs = map_entry(host, "nexus_procs", client.pid.to_bytes(4, "little"))
     assert procs["cert_validations"] == 4
     assert procs["comm"].rstrip(b"\0").startswith(b"python")
+    st = host.nexusctl("--json", "stats")
+    assert st.rc == 0, st.stderr
+    row = next(p for p in st.json["processes"] if p["pid"] == client.pid)
+    assert row["cert_validations"] == 4
 
 
 def test_kernel_key_is_the_keyed_hash_of_exactly_the_der(host, agent):

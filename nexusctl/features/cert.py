@@ -28,6 +28,7 @@ OBJECT = "nexus_cert"
 PROGRAMS = ("cert_tls_enter", "cert_tls_exit", "cert_vfy_enter", "cert_vfy_exit", "cert_sni_set", "cert_ssl_free",
             "cert_d2i")
 OBJECTS = [ObjectSpec(OBJECT, PROGRAMS, lambda c: c.cert.enabled, "certificate observer (uprobes on OpenSSL 3)")]
+MAP_KEY_ENUMS = {"cert_counters": "nexus_cert_counter"}
 
 # SSL_* calls inside which a handshake can run (implicitly in read/peek/write):
 # entry marks the thread, return unmarks it.
@@ -165,7 +166,10 @@ class EnsureCertSecret(Action):
             return False
         with ctx.runner.libbpf.MapHandle.pinned(str(self.pin)) as m:
             cur = m.lookup(b"\0" * 4)
-        return bool(cur) and any(cur)
+        if cur and any(cur):
+            return True
+        self.reason = "cert_secret holds no key yet"
+        return False
 
     def apply(self, ctx: Ctx) -> None:
         from nexusctl.tools.btf import Btf

@@ -124,7 +124,7 @@ def test_reload_under_load_loses_no_query_and_keeps_maps(lab, tmp_path):
     doc = r.json
     assert doc["changed"] is True
     reloaded = {x["program"]: x for x in doc["reloaded"]}
-    assert set(reloaded) == {"nexus_dns_xdp", "nexus_dns_tc", "nexus_xdp_pass"}
+    assert set(reloaded) >= {"nexus_dns_xdp", "nexus_dns_tc", "nexus_xdp_pass"}
     for name, x in reloaded.items():
         assert x["old_id"] == progs_before[name] and x["new_id"] != x["old_id"]
     assert doc["maps_replaced"] == [] and set(doc["maps_kept"]) >= {"nexus_counters", "nexus_config",
@@ -154,7 +154,7 @@ def test_reload_check_plans_the_swap_and_changes_nothing(lab):
     r = nexusctl("--json", *labcfg(lab), "reload", "--check")
     assert r.rc == 0, r.stderr
     kinds = [a["kind"] for a in r.json["actions"]]
-    assert kinds.count("load") == 3 and kinds.count("attach-xdp") == 2 and "attach-tc" in kinds
+    assert kinds.count("load") >= 3 and kinds.count("attach-xdp") == 2 and "attach-tc" in kinds
     assert r.json["changed"] is True and r.json["dry_run"] is True
     after = {p["name"]: p["id"] for p in nexusctl("--json", *labcfg(lab), "status").json["programs"]}
     assert after == before

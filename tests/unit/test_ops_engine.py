@@ -189,5 +189,5 @@ def test_feature_map_sizes_reach_the_map_check_and_every_load(tmp_path, monkeypa
     c = cfg(tmp_path)
     actions = plan_up(c, State.load(c.state_dir), build=False)
     prep = next(a for a in actions if isinstance(a, PrepareMaps))
-    assert prep.map_sizes == {"nexus_counters": 64}
-    assert all(a.map_sizes == {"nexus_counters": 64} for a in actions if isinstance(a, LoadObject))
+    assert prep.map_sizes["nexus_counters"] == 64
+    assert all(a.map_sizes["nexus_counters"] == 64 for a in actions if isinstance(a, LoadObject))

@@ -54,7 +54,10 @@ def watch_cmd(ctx: typer.Context,
     Stops on SIGTERM/SIGINT (or --max-events/--duration). With --json, one
     document at the end: counters, stats and the events of the run.
 
-    Example: nexusctl cert watch
+    \b
+    Examples:
+      nexusctl cert watch
+      nexusctl --json cert watch --duration 60 --pid 4242
     """
     a = ctx.obj
     if a.dry_run:
@@ -77,7 +80,10 @@ def events_cmd(ctx: typer.Context,
                verdict: Optional[str] = typer.Option(None, "--verdict", help="allow | warn | block | unknown")):
     """Recent verdicts of the agent (oldest first).
 
-    Example: nexusctl --json cert events --limit 10
+    \b
+    Examples:
+      nexusctl cert events --verdict block
+      nexusctl --json cert events -n 10 | jq '.[].sha256'
     """
     a = ctx.obj
     if verdict and verdict not in core.VERDICT_NAMES:
@@ -100,7 +106,10 @@ def verify_cmd(ctx: typer.Context,
     """Judge a certificate file offline, as the agent would: flags, SCTs
     (verified against the log list), threat level, verdict. No root, no kernel.
 
-    Example: nexusctl cert verify server.pem --sni www.example.com
+    \b
+    Examples:
+      nexusctl cert verify server.pem --sni www.example.test
+      nexusctl --json cert verify leaf.der intermediate.pem --fail-on block
     """
     a = ctx.obj
     if fail_on not in ("never", "warn", "block"):
@@ -135,7 +144,10 @@ def ct_logs_cmd(ctx: typer.Context,
                 log_list: Optional[Path] = typer.Option(None, "--log-list", help="a log list (else ct.log_list)")):
     """The CT logs of the configured log list (Chrome v3 JSON).
 
-    Example: nexusctl ct logs
+    \b
+    Examples:
+      nexusctl ct logs
+      nexusctl --json ct logs --log-list /etc/nexus/log_list.json
     """
     a = ctx.obj
     data = core.ct_logs(a, log_list)

@@ -42,28 +42,27 @@ struct rr_walk {
 	__u8 opt_seen;
 };
 
-/* Skip a record's owner name (labels, possibly ending in a pointer). */
-static __always_inline int skip_name(struct rr_walk *w)
+/* Skip the owner name of the record at *off (labels, possibly ending in a
+ * pointer). Shared by the cache walk and the redirect rewrite. */
+static __always_inline int skip_name(struct __sk_buff *skb, __u32 dns_off, __u32 *off, __u32 msg_len)
 {
-	__u8 b[2];
+	__u8 b;
 	int i;
 
 	for (i = 0; i < NEXUS_MAX_NAME_STEPS; i++) {
-		if (w->off >= w->msg_len)
+		if (*off >= msg_len || bpf_skb_load_bytes(skb, dns_off + *off, &b, 1))
 			return -1;
-		if (bpf_skb_load_bytes(w->skb, w->dns_off + w->off, b, 1))
-			return -1;
-		if (b[0] == 0) {
-			w->off += 1;
+		if (b == 0) {
+			*off += 1;
 			return 0;
 		}
-		if ((b[0] & DNS_LABEL_PTR_MASK) == DNS_LABEL_PTR_MASK) {
-			w->off += 2;
+		if ((b & DNS_LABEL_PTR_MASK) == DNS_LABEL_PTR_MASK) {
+			*off += 2;
 			return 0;
 		}
-		if (b[0] & DNS_LABEL_PTR_MASK)
+		if (b & DNS_LABEL_PTR_MASK)
 			return -1;
-		w->off += 1 + b[0];
+		*off += 1 + b;
 	}
 	return -1;
 }
@@ -78,7 +77,7 @@ static long rr_step(__u32 i, struct rr_walk *w)
 	if (i >= w->nrec)
 		return 1;
 	rec_start = w->off;
-	if (skip_name(w)) {
+	if (skip_name(w->skb, w->dns_off, &w->off, w->msg_len)) {
 		w->bad = 1;
 		return 1;
 	}
@@ -172,50 +171,30 @@ static __always_inline void csum_replace_at(struct __sk_buff *skb, __u32 csum_of
 	bpf_l4_csum_replace(skb, csum_off, 0, f, BPF_F_MARK_MANGLED_0);
 }
 
-static __always_inline int skip_name_rw(struct rewrite_walk *w)
-{
-	__u8 b;
-	int i;
-
-	for (i = 0; i < NEXUS_MAX_NAME_STEPS; i++) {
-		if (w->off >= w->msg_len || bpf_skb_load_bytes(w->skb, w->dns_off + w->off, &b, 1))
-			return -1;
-		if (b == 0) {
-			w->off += 1;
-			return 0;
-		}
-		if ((b & DNS_LABEL_PTR_MASK) == DNS_LABEL_PTR_MASK) {
-			w->off += 2;
-			return 0;
-		}
-		if (b & DNS_LABEL_PTR_MASK)
-			return -1;
-		w->off += 1 + b;
-	}
-	return -1;
-}
-
 /* One answer record per call: A (or AAAA) data becomes the rule's address,
  * the TTL is kept, the UDP checksum follows each 4-byte change. */
 static long rewrite_step(__u32 i, struct rewrite_walk *w)
 {
 	__u8 fx[DNS_RR_FIXED_LEN];
-	__u16 type, rdlen, want_type, want_len;
+	__u16 type, rdlen, want_len;
 	__u32 j;
 
 	if (i >= w->nrec)
 		return 1;
-	if (skip_name_rw(w) || w->off + DNS_RR_FIXED_LEN > w->msg_len ||
+	if (skip_name(w->skb, w->dns_off, &w->off, w->msg_len) || w->off + DNS_RR_FIXED_LEN > w->msg_len ||
 	    bpf_skb_load_bytes(w->skb, w->dns_off + w->off, fx, sizeof(fx))) {
 		w->bad = 1;
 		return 1;
 	}
 	type = ((__u16)fx[0] << 8) | fx[1];
 	rdlen = ((__u16)fx[8] << 8) | fx[9];
-	want_type = w->pol->family == 6 ? DNS_TYPE_AAAA : DNS_TYPE_A;
-	want_len = w->pol->family == 6 ? 16 : 4;
 	w->off += DNS_RR_FIXED_LEN;
-	if (type == want_type && rdlen == want_len && w->off + rdlen <= w->msg_len) {
+	want_len = 0;
+	if (type == DNS_TYPE_A && w->pol->has4 && rdlen == 4)
+		want_len = 4;
+	else if (type == DNS_TYPE_AAAA && w->pol->has6 && rdlen == 16)
+		want_len = 16;
+	if (want_len && w->off + rdlen <= w->msg_len) {
 		for (j = 0; j < 16; j += 4) {
 			__be32 old_w, new_w;
 
@@ -225,7 +204,10 @@ static long rewrite_step(__u32 i, struct rewrite_walk *w)
 				w->bad = 1;
 				return 1;
 			}
-			__builtin_memcpy(&new_w, &w->pol->addr[j], 4);
+			if (want_len == 4)
+				__builtin_memcpy(&new_w, w->pol->addr4, 4);
+			else
+				__builtin_memcpy(&new_w, &w->pol->addr6[j & 12], 4);
 			csum_replace_at(w->skb, w->csum_off, old_w, new_w, w->dns_off + w->off + j - w->l4_off);
 			if (bpf_skb_store_bytes(w->skb, w->dns_off + w->off + j, &new_w, 4, 0)) {
 				w->bad = 1;
@@ -234,8 +216,8 @@ static long rewrite_step(__u32 i, struct rewrite_walk *w)
 		}
 		w->done++;
 	} else if (type == DNS_TYPE_A || type == DNS_TYPE_AAAA) {
-		/* the other family (an ANY answer), or a length we cannot
-		 * rewrite: it would carry the real address to the client */
+		/* a family the rule has no address for (an ANY answer), or a
+		 * length we cannot rewrite: it would carry the real address */
 		w->leaks++;
 	}
 	w->off += rdlen;
@@ -245,7 +227,7 @@ static long rewrite_step(__u32 i, struct rewrite_walk *w)
 
 /* Rewrite every address record of the answer section to the rule's address.
  * Returns how many were rewritten, or -1 when the answer would still carry a
- * real address: one of the other family, one we cannot rewrite, or records
+ * real address: one of a family the rule has none for, one we cannot rewrite, or records
  * beyond what the walk reached (more than NEXUS_MAX_REWRITE_RR, or a record
  * that does not parse). The caller drops such an answer: a redirect must never
  * leak the address it hides. */

@@ -47,16 +47,18 @@ RULES = [
     Rule("blocked.test", "block", priority=100),
     Rule("*.bad.test", "block", priority=100),
     Rule("ok.bad.test", "allow", priority=50),
-    Rule("synth.test", "synthesize", "198.19.77.7", priority=100),
-    Rule("synth6.test", "synthesize", "2001:db8:77::7", priority=100),
-    Rule("redir.test", "redirect", "198.19.88.8", priority=100),
-    Rule("*.redir6.test", "redirect", "2001:db8:88::8", priority=100),
+    Rule("synth.test", "synthesize", ["198.19.77.7"], priority=100),
+    Rule("synth6.test", "synthesize", ["2001:db8:77::7"], priority=100),
+    Rule("synth46.test", "synthesize", ["198.19.77.46", "2001:db8:77::46"], priority=100),
+    Rule("redir.test", "redirect", ["198.19.88.8"], priority=100),
+    Rule("*.redir6.test", "redirect", ["2001:db8:88::8"], priority=100),
+    Rule("redir46.test", "redirect", ["198.19.88.46", "2001:db8:88::46"], priority=100),
     Rule("ads.*", "block", priority=200),
     Rule("ads.keep.test", "allow", priority=10),
 ]
 CACHED = [f"h{i}.lab.test" for i in range(1, 9)] + ["nx.lab.test", "multi.lab.test", "v6.lab.test"]
 POOL = CACHED + ["blocked.test", "x.bad.test", "deep.x.bad.test", "bad.test", "ok.bad.test", "synth.test",
-                 "synth6.test", "redir.test", "a.redir6.test", "redir6.test", "ads.example", "ads.keep.test",
+                 "synth6.test", "synth46.test", "redir.test", "a.redir6.test", "redir46.test", "redir6.test", "ads.example", "ads.keep.test",
                  "adsx.test", "xjwqkzpvbtqr.com", "a3f9c2e1b7d44e21.net", "lab.test", "test", "."]
 CLIENTS4 = ["198.18.0.2", "198.18.0.3", "198.18.7.9"]
 CLIENTS6 = ["2001:db8:18::2", "2001:db8:18::3"]
@@ -538,12 +540,18 @@ def rr_a(addr: str, ttl: int = 300) -> bytes:
     return b"\xc0\x0c" + struct.pack("!HHIH", 1 if a.version == 4 else 28, 1, ttl, len(a.packed)) + a.packed
 
 
+def has_addr_for(rule: Rule, qtype: int) -> bool:
+    """The rule has an address for this query type (A: IPv4, AAAA: IPv6, ANY: either)."""
+    return {1: bool(rule.addr(4)), 28: bool(rule.addr(6)), 255: bool(rule.addr(4) or rule.addr(6))}.get(qtype, False)
+
+
 def synth_records(rule: Rule, qtype: int) -> tuple[bytes, tuple[int, int, int]]:
-    a = ipaddress.ip_address(rule.to)
-    rtype = 1 if a.version == 4 else 28
-    if qtype not in (rtype, 255):
+    """A synthesized answer's records: the rule's address for A/AAAA (ANY: IPv4
+    first), none (NODATA) when it has none for the type."""
+    if not has_addr_for(rule, qtype):
         return b"", (0, 0, 0)
-    return rr_a(rule.to, SYNTH_TTL), (1, 0, 0)
+    packed = rule.addr(6) if qtype == 28 or (qtype == 255 and not rule.addr(4)) else rule.addr(4)
+    return rr_a(str(ipaddress.ip_address(packed)), SYNTH_TTL), (1, 0, 0)
 
 
 def resolver_answer(query: bytes) -> bytes | None:
@@ -675,9 +683,10 @@ class Harness:
                "allow" if d["policy_allowed"] else "redirect" if d["policy_redirected"] else None)
         want = rule.action if rule else None
         if want == "redirect":
-            a = ipaddress.ip_address(rule.to)
-            other = 28 if a.version == 4 else 1
-            want = "redirect" if qi.qtype in (other, 255) else None
+            # answered in XDP (NODATA, or the address for ANY) only when the
+            # resolver's answer could not be rewritten; else it goes on to it
+            nodata = qi.qtype in (1, 28) and not has_addr_for(rule, qi.qtype)
+            want = "redirect" if nodata or qi.qtype == 255 else None
         if got != want:
             _fail(f"policy: the kernel decided {got}, the contract says {want} "
                   f"(rule {rule.pattern if rule else None})", frame=f)
@@ -803,7 +812,6 @@ class Harness:
 
     def _check_redirect(self, f, fi, rule, out) -> None:
         self.path("redirect-rewrite")
-        a = ipaddress.ip_address(rule.to)
         of = frame_info(out)
         if of is None or len(out) != len(f):
             _fail("redirect rewrite broke the frame", frame=f, out=out)
@@ -819,7 +827,7 @@ class Harness:
         for r in w.records[:w.hdr.an]:
             if r.type in (1, 28):
                 data = of.payload[r.rdata_off:r.end]
-                if data != a.packed:
+                if data != rule.addr(4 if r.type == 1 else 6):
                     _fail(f"redirect: an answer record still carries {data.hex()} (rule wants {rule.to})",
                           frame=f, out=out)
                 allowed.update(range(r.rdata_off, r.end))

@@ -9,21 +9,17 @@ interface (a load, a map, a config write) rolls the whole run back as before.
 """
 from __future__ import annotations
 
-import os
-import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from nexusctl.engine import faults
 from nexusctl.engine.actions import Action, Ctx
 from nexusctl.errors import ExitCode, NexusError, OperationFailed
 
-# Test hook for fault injection: NEXUS_FAULT_AFTER_STEP=N stops the process
-# (SIGKILL, like a power cut of the CLI) right after the Nth applied action.
-# NEXUS_FAULT_SIGNAL=STOP stops it instead (SIGSTOP: it keeps its lock until
-# continued), which is how the tests hold a nexusctl in the middle of a run.
-FAULT_ENV = "NEXUS_FAULT_AFTER_STEP"
-FAULT_SIGNAL_ENV = "NEXUS_FAULT_SIGNAL"
-FAULT_SIGNALS = {"KILL": signal.SIGKILL, "STOP": signal.SIGSTOP}
+# Test hook for fault injection (nexusctl/engine/faults.py): NEXUS_FAULT_AFTER_STEP=N
+# stops the process (SIGKILL, like a power cut of the CLI) right after the Nth
+# applied action; NEXUS_FAULT_SIGNAL=STOP holds it instead (it keeps its lock).
+FAULT_ENV = faults.FAULT_ENV
 
 
 @dataclass
@@ -145,8 +141,6 @@ def execute(actions: list[Action], ctx: Ctx, *, dry_run: bool = False, rollback:
         ctx.runner.which(tool)
     applied: list[Action] = []
     failed: dict[str, NexusError] = {}
-    fault_after = int(os.environ.get(FAULT_ENV, "0") or 0)
-    n_applied = 0
     for action in actions:
         group = action.iface
         if group and group in failed:
@@ -164,10 +158,8 @@ def execute(actions: list[Action], ctx: Ctx, *, dry_run: bool = False, rollback:
                 continue
             action.apply(ctx)
             applied.append(action)
-            n_applied += 1
             result.steps.append(StepResult(action, "changed", diff=d))
-            if fault_after and n_applied == fault_after:
-                os.kill(os.getpid(), FAULT_SIGNALS.get(os.environ.get(FAULT_SIGNAL_ENV, "KILL"), signal.SIGKILL))
+            faults.step_done(action.describe())
         except (NexusError, OSError) as e:
             err = e if isinstance(e, NexusError) else OperationFailed(f"{action.describe()}: {e.strerror or e}")
             result.steps.append(StepResult(action, "failed", err.message))

@@ -5,6 +5,7 @@ import time
 from pathlib import Path
 
 from nexusctl.config.model import PolicyRule
+from nexusctl.engine import faults
 from nexusctl.errors import OperationFailed, UsageError
 from nexusctl.features.policy import SyncPolicy, _dns_loaded
 from nexusctl.policy import store
@@ -164,6 +165,7 @@ def import_file(app, path: Path, fmt: str | None, action: str, to: str | None, p
     with app.lock():
         store.save_import(cfg.state_dir, name, parsed.groups,
                           {"file": str(path.resolve()), "format": fmt, "imported_at": int(time.time())})
+        faults.step_done("policy: import stored")
         if _kernel_up(app):
             out["kernel"] = _sync(app, config_only=False)
     out["seconds"] = round(time.monotonic() - t0, 3)

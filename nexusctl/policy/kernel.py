@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from nexusctl.engine import faults
 from nexusctl.engine.objects import pin_dirs
 from nexusctl.errors import OperationFailed
 from nexusctl.policy import hashing
@@ -209,6 +210,7 @@ class PolicyKernel:
                 self.maps["nexus_pol_verify"].update(k, self.verify_layout.pack({"len": len(w), "wire": w}))
             n_allow = len(allows)
             mem = _memlock(fds["rules"])
+            faults.step_done("policy: new generation built")
             # the switch: inner maps into the idle slot, then one write of gen
             gkey = new_gen.to_bytes(4, "little")
             try:
@@ -222,12 +224,15 @@ class PolicyKernel:
                 raise OperationFailed(
                     f"the kernel refused the new rule maps ({e.strerror or e}): policy.max_rules probably "
                     f"changed since the maps were created", "run `nexusctl down` then `nexusctl up` to resize") from None
+            faults.step_done("policy: new generation in the idle slots")
             old_gen = st["gen"]
             st.update(gen=new_gen, active=1)
             self.runner.kernel_action(f"policy: generation {new_gen} live ({n_rules} rules)")
             self._write_state(st)
+            faults.step_done("policy: switched")
             if old_gen != new_gen:
                 self._drop_generation(old_gen, keep_allows=set(allows))
+                faults.step_done("policy: old generation dropped")
         finally:
             for m in (rules_m, bloom_m, prefix_m):
                 m.close()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -134,61 +135,109 @@ def variant(lab, tmp_path: Path, edit, name: str = "nexus.yaml") -> Path:
 
 # ---------------------------------------------------------------- kill -9 after each step
 
-def test_up_killed_after_each_step_converges_and_down_cleans_up(lab_down):
+def lean(lab, tmp_path: Path) -> list[str]:
+    """The lab's config without metrics and cert: the DNS programs' plan alone
+    (its every step is killed; the tracing links get the kind-boundary test)."""
+    cfg = variant(lab, tmp_path, lambda d: (d.get("metrics", {}).update(enabled=False),
+                                            d.get("cert", {}).update(enabled=False)), "lean.yaml")
+    return ["-c", str(cfg)]
+
+
+def plan_kinds(args: list[str], cmd: str = "up") -> list[str]:
+    """Kinds of the steps a run would apply now, in order (its --dry-run)."""
+    r = nexusctl("--json", "--dry-run", *args, cmd)
+    assert r.rc == 0, r.stderr
+    return [a["kind"] for a in r.json["actions"] if a["status"] == "planned"]
+
+
+def kill_points(kinds: list[str]) -> list[int]:
+    """1-based steps that end a run of one kind, and the first of each run."""
+    pts = set()
+    for i, k in enumerate(kinds):
+        if i == 0 or kinds[i - 1] != k:
+            pts.add(i + 1)
+        if i + 1 == len(kinds) or kinds[i + 1] != k:
+            pts.add(i + 1)
+    return sorted(pts)
+
+
+def killed_up_converges(lab, args: list[str], n: int, seen: set[int]) -> bool:
+    """up killed after step n; then up converges and down leaves nothing.
+    False when the plan has fewer than n steps (the run finished)."""
+    r = nexusctl("--json", *args, "up", env={"NEXUS_FAULT_AFTER_STEP": str(n)})
+    if r.rc == 0:
+        return False
+    assert r.rc == -signal.SIGKILL, (n, r.rc, r.stderr)
+    state(lab)                                 # written atomically: never torn (json parses)
+    seen |= recorded_prog_ids(lab)
+    r = nexusctl("--json", *args, "up")
+    assert r.rc == 0, (n, r.stderr)
+    no_traceback(r)
+    assert_up(lab, args)
+    seen |= recorded_prog_ids(lab)
+    r = nexusctl("--json", *args, "down")
+    assert r.rc == 0, (n, r.stderr)
+    assert_clean(lab, seen)
+    return True
+
+
+def test_up_killed_after_each_step_converges_and_down_cleans_up(lab_down, tmp_path):
     lab = lab_down
+    args = lean(lab, tmp_path)
     seen: set[int] = set()
-    steps = 0
     for n in range(1, MAX_STEPS):
-        r = nexusctl("--json", *labcfg(lab), "up", env={"NEXUS_FAULT_AFTER_STEP": str(n)})
-        if r.rc == 0:
-            steps = n - 1                          # the whole plan ran before step n came
+        if not killed_up_converges(lab, args, n, seen):
             break
-        assert r.rc == -signal.SIGKILL, (n, r.rc, r.stderr)
-        state(lab)                                 # written atomically: never torn (json parses)
-        seen |= recorded_prog_ids(lab)
-        r = nexusctl("--json", *labcfg(lab), "up")
-        assert r.rc == 0, (n, r.stderr)
-        no_traceback(r)
-        assert_up(lab, labcfg(lab))
-        seen |= recorded_prog_ids(lab)
-        r = nexusctl("--json", *labcfg(lab), "down")
-        assert r.rc == 0, (n, r.stderr)
-        assert_clean(lab, seen)
     else:
         pytest.fail(f"up still had steps to run after {MAX_STEPS}")
-    seen |= recorded_prog_ids(lab)
-    assert steps >= 12, steps                          # the lab's plan: mkdirs, loads, config, attaches, links
+    steps = n - 1
+    assert steps >= 12, steps                      # mkdirs, maps, loads, config, attaches, policy
     print(f"up: killed after each of its {steps} steps; converged and cleaned up each time")
-    r = nexusctl("--json", *labcfg(lab), "down")
+    r = nexusctl("--json", *args, "down")
     assert r.rc == 0, r.stderr
     assert_clean(lab, seen)
 
 
-def test_reload_killed_after_each_step_is_finished_by_up(lab_up):
-    lab = lab_up
+def test_up_with_tracing_links_killed_at_each_kind_of_step(lab_down):
+    """The whole lab config (metrics and cert programs, tracing and perf links):
+    killed after the first and the last step of each kind."""
+    lab = lab_down
+    kinds = plan_kinds(labcfg(lab))
+    assert "attach-link" in kinds
+    seen: set[int] = set()
+    points = kill_points(kinds)
+    for n in points:
+        assert killed_up_converges(lab, labcfg(lab), n, seen), n
+    print(f"up (lab config): killed after steps {points} of {len(kinds)} ({sorted(set(kinds))})")
+
+
+def test_reload_killed_after_each_step_is_finished_by_up(lab_down, tmp_path):
+    lab = lab_down
+    args = lean(lab, tmp_path)
+    r = nexusctl(*args, "up")
+    assert r.rc == 0, r.stderr
     seen = recorded_prog_ids(lab)
-    steps = 0
     for n in range(1, MAX_STEPS):
-        r = nexusctl("--json", *labcfg(lab), "reload", env={"NEXUS_FAULT_AFTER_STEP": str(n)})
+        r = nexusctl("--json", *args, "reload", env={"NEXUS_FAULT_AFTER_STEP": str(n)})
         if r.rc == 0:
-            steps = n - 1
             break
         assert r.rc == -signal.SIGKILL, (n, r.rc, r.stderr)
         seen |= recorded_prog_ids(lab)
         # no gap: some nexus program (old or new) runs on the interface and answers
         assert xdp_prog(lab.srv_ns, lab.srv_if) == "nexus_dns_xdp"
         assert dig(lab.cli_ns, lab.srv_v4, "h9.lab.test", "A", "+short").stdout.strip() == "198.19.0.9"
-        r = nexusctl("--json", *labcfg(lab), "up")
+        r = nexusctl("--json", *args, "up")
         assert r.rc == 0, (n, r.stderr)
         no_traceback(r)
-        assert_up(lab, labcfg(lab))
+        assert_up(lab, args)
         seen |= recorded_prog_ids(lab)
     else:
         pytest.fail(f"reload still had steps to run after {MAX_STEPS}")
-    assert steps >= 6, steps
+    steps = n - 1
+    assert steps >= 5, steps
     print(f"reload: killed after each of its {steps} steps; up finished it each time")
-    assert nexusctl("--json", *labcfg(lab), "apply").json["changed"] is False
-    r = nexusctl("--json", *labcfg(lab), "gc")               # no pin, attachment or record left over
+    assert nexusctl("--json", *args, "apply").json["changed"] is False
+    r = nexusctl("--json", *args, "gc")               # no pin, attachment or record left over
     assert r.rc == 0 and r.json["found"] == [], r.stdout
     # what every run loaded and replaced is gone; only the live programs remain
     live = recorded_prog_ids(lab)
@@ -198,6 +247,55 @@ def test_reload_killed_after_each_step_is_finished_by_up(lab_up):
         time.sleep(0.2)
         stale = {i for i in stale if prog_alive(i)}
     assert not stale, f"replaced programs still loaded: {sorted(stale)}"
+
+
+def _rcode_and_answer(lab, name: str) -> tuple[str, str]:
+    out = dig(lab.cli_ns, lab.srv_v4, name, "A", "+noall", "+comments", "+answer").stdout
+    m = re.search(r"status: (\w+)", out)
+    ans = [ln.split()[-1] for ln in out.splitlines() if ln and not ln.startswith(";") and "\tA\t" in ln]
+    return (m.group(1) if m else "TIMEOUT"), ",".join(ans)
+
+
+def test_policy_import_killed_after_each_step(lab_down, tmp_path):
+    """policy import killed after each of its steps (the list stored, the new
+    generation built, put in the idle slots, switched to, the old one dropped,
+    the state recorded): queries see the old rules or the new ones, never a
+    mixture; up then loads the stored list; down leaves nothing."""
+    lab = lab_down
+    args = lean(lab, tmp_path)
+    lst = tmp_path / "block.txt"
+    lst.write_text("h5.lab.test\n" + "".join(f"fill{i}.faults.test\n" for i in range(2000)))
+    r = nexusctl(*args, "up")
+    assert r.rc == 0, r.stderr
+    seen = recorded_prog_ids(lab)
+    for n in range(1, MAX_STEPS):
+        assert _rcode_and_answer(lab, "h5.lab.test") == ("NOERROR", "198.19.0.5")
+        r = nexusctl("--json", *args, "policy", "import", str(lst), "--format", "domains", "--name", "faults",
+                     env={"NEXUS_FAULT_AFTER_STEP": str(n)})
+        if r.rc == 0:
+            break
+        assert r.rc == -signal.SIGKILL, (n, r.rc, r.stderr)
+        # the old set (answered) or the new one (NXDOMAIN from XDP), never anything else
+        assert _rcode_and_answer(lab, "h5.lab.test") in (("NOERROR", "198.19.0.5"), ("NXDOMAIN", "")), n
+        assert _rcode_and_answer(lab, "h6.lab.test") == ("NOERROR", "198.19.0.6")
+        r = nexusctl("--json", *args, "up")
+        assert r.rc == 0, (n, r.stderr)
+        no_traceback(r)
+        assert _rcode_and_answer(lab, "h5.lab.test") == ("NXDOMAIN", ""), n      # the stored list is live
+        assert nexusctl("--json", *args, "apply").json["changed"] is False
+        r = nexusctl("--json", *args, "policy", "sync")          # forget the import again
+        assert r.rc == 0, r.stderr
+    else:
+        pytest.fail(f"policy import still had steps to run after {MAX_STEPS}")
+    steps = n - 1
+    assert steps >= 5, steps
+    print(f"policy import: killed after each of its {steps} steps; up loaded the list each time")
+    assert _rcode_and_answer(lab, "h5.lab.test") == ("NXDOMAIN", "")
+    r = nexusctl("--json", *args, "policy", "sync")
+    assert r.rc == 0, r.stderr
+    r = nexusctl("--json", *args, "down")
+    assert r.rc == 0, r.stderr
+    assert_clean(lab, seen | recorded_prog_ids(lab))
 
 
 def test_two_nexusctl_at_once_the_second_exits_4(lab_up):

@@ -11,7 +11,7 @@ from rich.console import Console
 from helpers.fake import FakeRunner
 from nexusctl.app import App
 from nexusctl.config import load_config_text
-from nexusctl.engine import executor
+from nexusctl.engine import faults
 from nexusctl.engine.actions import Action, Ctx
 from nexusctl.engine.executor import PartialFailure, PlanFailed, execute
 from nexusctl.engine.kernel import AttachTc, AttachXdp, DetachXdp, EnsureBpffs
@@ -82,12 +82,26 @@ def test_interfaces_that_all_fail_alike_give_that_exit_code(tmp_path, errors, co
 def test_fault_hook_signals_once_after_step_n(tmp_path, monkeypatch, sig, expect):
     sent = []
     log = []
-    monkeypatch.setattr(executor.os, "kill", lambda pid, s: sent.append((len(log), s)))
-    monkeypatch.setenv(executor.FAULT_ENV, "2")
+    monkeypatch.setattr(faults.os, "kill", lambda pid, s: sent.append((len(log), s)))
+    monkeypatch.setattr(faults, "_done", 0)
+    monkeypatch.setenv(faults.FAULT_ENV, "2")
     if sig:
-        monkeypatch.setenv(executor.FAULT_SIGNAL_ENV, sig)
+        monkeypatch.setenv(faults.FAULT_SIGNAL_ENV, sig)
     execute([Step(f"s{i}", log) for i in range(4)], _ctx(tmp_path))
     assert sent == [(2, expect)]                # right after the 2nd applied step, and only then
+
+
+def test_checkpoints_inside_an_operation_count_as_steps(tmp_path, monkeypatch):
+    """A long operation's own checkpoints (policy import) and the executor's steps
+    share one count."""
+    sent = []
+    monkeypatch.setattr(faults.os, "kill", lambda pid, s: sent.append(s))
+    monkeypatch.setattr(faults, "_done", 0)
+    monkeypatch.setenv(faults.FAULT_ENV, "3")
+    faults.step_done("stored")
+    log = []
+    execute([Step("a", log), Step("b", log)], _ctx(tmp_path))
+    assert sent == [signal.SIGKILL] and log == ["a", "b"]
 
 
 def test_a_failed_run_is_not_shown_as_done(tmp_path):

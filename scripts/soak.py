@@ -19,7 +19,7 @@ What it checks, and the report says:
   per-CPU figures are reported alongside (the machine is shared: not judged);
 - every operation succeeded (exit 0), how long each took.
 
-The lab is its own (NEXUS_LAB_ID, default "sk") and is removed at the end
+The lab is its own (NEXUS_LAB_ID, default "rsk") and is removed at the end
 unless --keep. Exit status: 0 when every check holds, 1 otherwise.
 """
 from __future__ import annotations
@@ -233,7 +233,7 @@ def stats_counters(lab: Lab) -> dict:
     out = {}
     for e in st["entries"]:
         k = e["key"]
-        name = k if isinstance(k, str) else str(k)
+        name = (k if isinstance(k, str) else str(k)).removeprefix("NEXUS_CNT_").lower()
         v = e["value"]
         out[name] = sum(v) if isinstance(v, list) else v
     return out
@@ -260,7 +260,7 @@ def main() -> int:
     ap.add_argument("--qps", type=int, default=1500, help="dnsperf rate (the lab limits a client to 2000/s)")
     ap.add_argument("--period", type=float, default=3.0, help="seconds between reloads/policy imports")
     ap.add_argument("--flush-period", type=float, default=4.0, help="seconds between cache flushes")
-    ap.add_argument("--lab-id", default="sk", help="NEXUS_LAB_ID of the soak's lab (1-4 of a-z0-9)")
+    ap.add_argument("--lab-id", default="rsk", help="NEXUS_LAB_ID of the soak's lab (1-4 of a-z0-9)")
     ap.add_argument("--json-out", type=Path, help="also write the report here")
     ap.add_argument("--keep", action="store_true", help="leave the lab up afterwards")
     args = ap.parse_args()

@@ -462,7 +462,6 @@ def frame_info(f: bytes) -> FrameInfo | None:
         vlans.append((proto, tci))
         proto = nxt
         off += 4
-    l3 = off
     if proto == P.ETH_P_IP:
         if off + 20 > len(f) or f[off] >> 4 != 4 or f[off] & 0xF < 5:
             return None
@@ -496,7 +495,7 @@ def frame_info(f: bytes) -> FrameInfo | None:
         family = 6
     else:
         return None
-    if l4 - 0 > 512 or l4 + 8 > len(f):
+    if l4 > 512 or l4 + 8 > len(f):
         return None
     sport, dport, ulen, uc = struct.unpack_from("!HHHH", f, l4)
     if ulen < 8 or l4 + ulen > l3_end or l4 + ulen > len(f):

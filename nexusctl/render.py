@@ -32,28 +32,63 @@ def _default(o):
 
 def plan(app, result, title: str) -> None:
     steps = result.steps
-    shown = [s for s in steps if s.status != "unchanged" or app.dry_run or app.verbose]
+    check = getattr(result, "check", False)
+    shown = [s for s in steps if s.status != "unchanged" or (app.dry_run and not check) or app.verbose]
     if result.dry_run:
-        app.out.print(f"[bold]{title} plan[/bold] (dry run: nothing was changed)")
+        app.out.print(f"[bold]{title} plan[/bold] ({'check' if check else 'dry run'}: nothing was changed)")
     for s in shown:
         icon, style = STATUS_STYLE.get(s.status, ("?", ""))
         line = Text(f" {icon} ", style=style)
         line.append(s.action.describe())
         if s.status == "unchanged":
             line.append("  (already so)", style="dim")
+        elif s.action.reason and s.status in ("planned", "changed"):
+            line.append(f"  ({s.action.reason})", style="dim")
         if s.error:
             line.append(f"  {s.error}", style="red")
         app.out.print(line)
+        for d in _diff_lines(getattr(s, "diff", None)):
+            app.out.print(d)
+    ifaces = result.interfaces() if hasattr(result, "interfaces") else []
+    if len(ifaces) > 1 or any(r["status"] == "failed" for r in ifaces):
+        for r in ifaces:
+            icon, style = STATUS_STYLE.get(r["status"], ("?", ""))
+            line = Text(f" {icon} interface {r['interface']}: {r['status']}", style=style)
+            if r.get("error"):
+                line.append(f" ({r['error']})")
+            app.out.print(line)
     for w in result.warnings:
         app.warn(w)
     if result.dry_run:
         n = sum(1 for s in steps if s.status == "planned")
         app.out.print(f"{n} action(s) would run; {len(steps) - n} already satisfied.")
+    elif getattr(result, "errors", None):
+        n = sum(1 for s in steps if s.status == "changed")
+        app.out.print(f"[yellow]{title}: partly done[/yellow] ({n} change(s); {len(result.errors)} interface(s) "
+                      f"failed).")
     elif result.changed:
         n = sum(1 for s in steps if s.status == "changed")
         app.out.print(f"[green]{title}: done[/green] ({n} change(s)).")
     else:
         app.out.print(f"{title}: nothing to do, the host already matches the config.")
+
+
+def _diff_lines(diff) -> list[Text]:
+    """--diff: `- live` / `+ wanted` per field."""
+    if not diff:
+        return []
+    out = []
+    items = diff.items() if isinstance(diff, dict) else [("", diff)]
+    for k, v in items:
+        if isinstance(v, list) and len(v) == 2:
+            old, new = v
+            if old is not None:
+                out.append(Text(f"     - {k}: {_cell(old)}", style="red"))
+            if new is not None:
+                out.append(Text(f"     + {k}: {_cell(new)}", style="green"))
+        else:
+            out.append(Text(f"     ~ {k}: {_cell(v)}", style="yellow"))
+    return out
 
 
 def status(app, data: dict) -> None:

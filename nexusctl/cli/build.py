@@ -16,7 +16,15 @@ def register(app: typer.Typer) -> None:
                   vmlinux_only: bool = typer.Option(False, "--vmlinux-only", help="only generate vmlinux.h")):
         """Compile bpf/*.c to CO-RE objects (clang -target bpf -g -O2), only what changed.
 
-        Example: nexusctl build nexus_dns_xdp
+        vmlinux.h is generated from the running kernel's BTF first. An object is
+        rebuilt when its source, a header it includes, vmlinux.h or the flags
+        changed; every warning is an error.
+
+        \b
+        Examples:
+          nexusctl build
+          nexusctl build nexus_dns_xdp
+          nexusctl --dry-run build                 # the clang calls, run nothing
         """
         a = ctx.obj
         res = core.build(a, only, vmlinux_only)
@@ -26,7 +34,13 @@ def register(app: typer.Typer) -> None:
     def verify_cmd(ctx: typer.Context, only: Optional[List[str]] = typer.Argument(None, help="object names")):
         """Load every program into the kernel without attaching; report verifier instruction counts.
 
-        Example: nexusctl verify
+        Nothing is pinned or attached; a refused program fails with the tail of
+        the verifier log (-v for more).
+
+        \b
+        Examples:
+          nexusctl verify
+          nexusctl --json verify | jq '.objects[] | [.program, .verified_insns]'
         """
         a = ctx.obj
         out = core.verify(a, only)

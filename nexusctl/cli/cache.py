@@ -16,7 +16,10 @@ def list_cmd(ctx: typer.Context, limit: Optional[int] = typer.Option(None, "--li
              records: bool = typer.Option(True, "--records/--no-records", help="decode the cached records")):
     """Cached answers with their age, remaining lifetime and records.
 
-    Example: nexusctl cache list --json | jq '.entries[].name'
+    \b
+    Examples:
+      nexusctl cache list
+      nexusctl --json cache list | jq '.entries[].name'
     """
     a = ctx.obj
     data = core.list_entries(a, limit, records)
@@ -33,7 +36,10 @@ def list_cmd(ctx: typer.Context, limit: Optional[int] = typer.Option(None, "--li
 def flush_cmd(ctx: typer.Context, name: Optional[str] = typer.Argument(None, help="only this name (all types)")):
     """Remove cached answers (all, or one name's); the next queries go to the resolver.
 
-    Example: nexusctl cache flush; nexusctl cache flush h7.lab.test
+    \b
+    Examples:
+      nexusctl cache flush
+      nexusctl cache flush h7.lab.test
     """
     a = ctx.obj
     data = core.flush(a, name)

@@ -16,7 +16,12 @@ app = typer.Typer(help="Check and print configs.", no_args_is_help=True)
 def validate_cmd(ctx: typer.Context, file: Path = typer.Argument(..., help="YAML config to check")):
     """Check a config; errors name file:line and the field (exit 2).
 
-    Example: nexusctl config validate /etc/nexus/nexus.yaml
+    Unknown keys are rejected. Nothing on the host is touched.
+
+    \b
+    Examples:
+      nexusctl config validate /etc/nexus/nexus.yaml
+      nexusctl --json config validate new.yaml || echo "fix it first"
     """
     a = ctx.obj
     cfg = load_config(file)
@@ -28,7 +33,16 @@ def validate_cmd(ctx: typer.Context, file: Path = typer.Argument(..., help="YAML
 
 @app.command("show")
 def show_cmd(ctx: typer.Context):
-    """Print the effective config (defaults filled in) and where it came from."""
+    """Print the effective config (defaults filled in) and where it came from.
+
+    Lookup order: -c FILE, $NEXUS_CONFIG, /etc/nexus/nexus.yaml, the packaged
+    configs/nexus.yaml.
+
+    \b
+    Examples:
+      nexusctl config show
+      nexusctl -c lab.yaml --json config show | jq .interfaces
+    """
     a = ctx.obj
     cfg = a.config
     data = cfg.model_dump(mode="json")

@@ -69,7 +69,10 @@ def _event_line(ev: dict) -> str:
 def status_cmd(ctx: typer.Context):
     """Each configured cgroup: its id, the hooks attached to it, its allow list.
 
-    Example: nexusctl enforce status --json
+    \b
+    Examples:
+      nexusctl enforce status
+      nexusctl --json enforce status
     """
     a = ctx.obj
     render.emit(a, core.status(a), lambda d: _status_human(a, d))
@@ -77,7 +80,13 @@ def status_cmd(ctx: typer.Context):
 
 @app.command("stats")
 def stats_cmd(ctx: typer.Context):
-    """Denials: counters, per configured cgroup, per process (also in `nexusctl stats`)."""
+    """Denials: counters, per configured cgroup, per process (also in `nexusctl stats`).
+
+    \b
+    Examples:
+      nexusctl enforce stats
+      nexusctl --json enforce stats | jq .counters
+    """
     a = ctx.obj
     data = core.stats_section(a)
 

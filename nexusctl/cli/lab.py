@@ -15,7 +15,15 @@ def up_cmd(ctx: typer.Context,
            no_nexus: bool = typer.Option(False, "--no-nexus", help="topology and resolver only")):
     """Build the lab and bring nexus up on nx-srv0 with configs/lab.yaml. Idempotent.
 
-    Then: ip netns exec nexus-cli dig @198.18.0.1 h7.lab.test
+    Two namespaces (nexus-srv, nexus-cli) joined by a veth pair, unbound in
+    nexus-srv serving lab.test. (h1…h1000), nexus on nx-srv0. NEXUS_LAB_ID=x
+    makes a second, independent lab (suffixed names, its own pin root).
+
+    \b
+    Examples:
+      nexusctl lab up
+      ip netns exec nexus-cli dig @198.18.0.1 h7.lab.test
+      NEXUS_LAB_ID=x nexusctl lab up --no-nexus
     """
     a = ctx.obj
     data = core.lab_up(a, with_nexus=not no_nexus)
@@ -38,7 +46,13 @@ def up_cmd(ctx: typer.Context,
 
 @app.command("down")
 def down_cmd(ctx: typer.Context):
-    """Remove the lab: nexus down, resolver stopped, namespaces deleted. Idempotent."""
+    """Remove the lab: nexus down, resolver stopped, namespaces deleted. Idempotent.
+
+    \b
+    Examples:
+      nexusctl lab down
+      NEXUS_LAB_ID=x nexusctl --json lab down | jq .changed
+    """
     a = ctx.obj
     data = core.lab_down(a)
     render.emit(a, data, lambda d: a.out.print("lab removed." if d["changed"] else "no lab to remove."))
@@ -46,7 +60,13 @@ def down_cmd(ctx: typer.Context):
 
 @app.command("status")
 def status_cmd(ctx: typer.Context):
-    """Is the lab up: namespaces, resolver, nexus."""
+    """Is the lab up: namespaces, resolver, nexus (exit 1 when it is not).
+
+    \b
+    Examples:
+      nexusctl lab status
+      nexusctl --json lab status | jq .up
+    """
     a = ctx.obj
     data = core.lab_status(a)
 

@@ -15,7 +15,14 @@ app = typer.Typer(help="Inspect pinned maps (BTF-decoded).", no_args_is_help=Tru
 def list_cmd(ctx: typer.Context):
     """Every pinned map with its type and fill level.
 
-    Example: nexusctl maps list
+    \b
+    JSON (--json): [{"name", "type", "id", "entries", "max_entries",
+      "key_size", "value_size"}]
+
+    \b
+    Examples:
+      nexusctl maps list
+      nexusctl --json maps list | jq '.[] | select(.entries > 0) | .name'
     """
     a = ctx.obj
     rows = core.list_maps(a)
@@ -28,9 +35,16 @@ def list_cmd(ctx: typer.Context):
 def dump_cmd(ctx: typer.Context, name: str = typer.Argument(..., help="map name (see maps list)"),
              per_cpu: bool = typer.Option(False, "--per-cpu", help="show per-CPU values instead of sums"),
              limit: Optional[int] = typer.Option(None, "--limit", min=1, help="at most N entries")):
-    """All entries of a map; per-CPU values are summed unless --per-cpu.
+    """All entries of a map, decoded with the BTF the kernel holds for it.
 
-    Example: nexusctl maps dump nexus_counters
+    Per-CPU values are summed unless --per-cpu. Keys of enum-indexed maps
+    (the counters) are shown by name.
+
+    \b
+    Examples:
+      nexusctl maps dump nexus_counters
+      nexusctl maps dump nexus_latency --per-cpu
+      nexusctl --json maps dump nexus_config | jq '.entries[0].value'
     """
     a = ctx.obj
     data = core.dump(a, name, per_cpu, limit)
@@ -56,7 +70,14 @@ def get_cmd(ctx: typer.Context, name: str = typer.Argument(...),
             per_cpu: bool = typer.Option(False, "--per-cpu")):
     """One entry of a map.
 
-    Example: nexusctl maps get nexus_counters queries
+    KEY is an integer, an enum name for enum-indexed maps, `hex:…` bytes, or
+    JSON for struct keys.
+
+    \b
+    Examples:
+      nexusctl maps get nexus_counters queries
+      nexusctl maps get nexus_config 0
+      nexusctl --json maps get nexus_counters cache_hits | jq .value
     """
     a = ctx.obj
     data = core.get(a, name, key, per_cpu)

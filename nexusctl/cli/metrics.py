@@ -42,7 +42,10 @@ def textfile_cmd(ctx: typer.Context,
                                                       "- prints to stdout")):
     """Write the exposition once, atomically, for node_exporter's textfile collector.
 
-    Example (cron): nexusctl metrics textfile /var/lib/node_exporter/textfile/nexus.prom
+    \b
+    Examples:
+      nexusctl metrics textfile /var/lib/node_exporter/textfile/nexus.prom   # from cron
+      nexusctl metrics textfile -                                            # to stdout
     """
     a = ctx.obj
     if path == "-":

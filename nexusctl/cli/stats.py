@@ -215,11 +215,22 @@ def register(app: typer.Typer) -> None:
                                                  "(turns on BPF run-time stats, ~20 ns per run, while stats runs)")):
         """Counters with rates, latency histograms, top processes, interfaces, CPU samples, map fill.
 
-        Per-CPU figures are summed. --json prints the contract's document once
-        (absolute counters and "time"; compute rates from two of them; with
-        --cost it samples over --interval and adds "programs").
+        Reads the pinned per-CPU maps and sums them; names come from the BTF of
+        the objects, so a counter added in C shows up here without a Python edit.
+        --json prints the contract's document once (absolute counters and "time";
+        compute rates from two of them; with --cost it samples over --interval
+        and adds "programs").
 
-        Examples: nexusctl stats; nexusctl stats --watch --cost; nexusctl --json stats --top 20
+        \b
+        JSON (--json): {"dns": {"queries", "blocked", "rate_limited", ...},
+          "policy": {...}, "latency_us": {"dns": {"count", "p50", "p99",
+          "buckets"}}, "processes": [{"pid", "comm", "dns_queries", ...}]}
+
+        \b
+        Examples:
+          nexusctl stats
+          nexusctl stats --watch --cost            # refresh until Ctrl-C
+          nexusctl --json stats --top 20 | jq .dns.queries
         """
         a = ctx.obj
         if cost and interval <= 0:

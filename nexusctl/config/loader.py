@@ -118,6 +118,11 @@ def load_config_text(text: str, fname: str = "<config>", base_dir: Path | None =
 
 
 def load_config(path: Path | str) -> Config:
+    if str(path) == "-":
+        # `-c -`: the config on standard input (Ansible's check mode plans against the
+        # candidate config this way); relative paths resolve against the working directory.
+        import sys
+        return load_config_text(sys.stdin.read(), "<stdin>", base_dir=Path.cwd())
     path = Path(path)
     try:
         text = path.read_text()

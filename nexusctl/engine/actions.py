@@ -4,6 +4,20 @@ already satisfies it, how to apply it and how to undo it.
 Actions never call subprocesses or libbpf themselves except through
 ctx.runner, so a plan can be printed (--dry-run), tested with a fake runner,
 and rolled back in reverse order when a step fails.
+
+Planning against what is live: `satisfied(ctx)` looks at the host (pins, program
+ids and tags, attachments, map contents), never only at the state file, and may
+set `self.reason` to say *why* the action is needed ("object changed", "map
+nexus_x still the old copy", ...). `diff(ctx)`, called only when the action is
+not satisfied and the user asked for `--diff`, returns what will change as
+{field: [live, wanted]} (or any JSON-able value). Features report their own
+desired-vs-live difference the same way: an action returned by a feature's
+extra_actions() implements satisfied/describe/diff, and `apply --check --diff`
+shows it with everything else (the policy set is meant to plug in here).
+
+`iface` names the interface an action belongs to ("netns/name" or "name"); the
+executor treats each interface as a unit: one failing interface is rolled back
+and reported while the others still attach.
 """
 from __future__ import annotations
 
@@ -35,6 +49,10 @@ class Action:
     kind: str = "action"
     #: True when apply only records something (no kernel/host change)
     bookkeeping: bool = False
+    #: the interface this action belongs to (per-interface failure isolation), or None
+    iface: str | None = None
+    #: why the action is needed, set by satisfied() (shown with the plan)
+    reason: str = ""
 
     def describe(self) -> str:
         raise NotImplementedError
@@ -52,8 +70,17 @@ class Action:
     def undo(self, ctx: Ctx) -> None:
         """Best-effort reversal of apply; default: nothing to undo."""
 
+    def diff(self, ctx: Ctx):
+        """What apply will change, as {field: [live, wanted]}; None when there is nothing to show."""
+        return None
+
     def to_json(self) -> dict:
-        return {"kind": self.kind, "action": self.describe()}
+        out = {"kind": self.kind, "action": self.describe()}
+        if self.iface:
+            out["interface"] = self.iface
+        if self.reason:
+            out["reason"] = self.reason
+        return out
 
     def __repr__(self) -> str:
         return f"<{self.kind}: {self.describe()}>"

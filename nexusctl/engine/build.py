@@ -105,6 +105,14 @@ class Compile(Action):
         return [Path(p) for p in body.replace("\\\n", " ").split()]
 
     def satisfied(self, ctx: Ctx) -> bool:
+        ok = self._up_to_date()
+        if not ok:
+            # Until it is compiled, plans that use the object cannot trust the old file
+            # (a --check shows its load as planned); apply() clears the mark.
+            ctx.cache.setdefault("stale_objects", set()).add(self.name)
+        return ok
+
+    def _up_to_date(self) -> bool:
         if not self.obj.exists() or not self.flags_file.exists():
             return False
         if self.flags_file.read_text().strip() != self._flags_text():
@@ -133,6 +141,7 @@ class Compile(Action):
                                   details=res.stderr[-4000:])
         os.replace(tmp_obj, self.obj)
         self.flags_file.write_text(self._flags_text() + "\n")
+        ctx.cache.get("stale_objects", set()).discard(self.name)
 
 
 def plan_build(src_dir: Path, build_dir: Path, only: list[str] | None = None) -> list[Action]:

@@ -76,10 +76,16 @@ class AttachLink(Action):
     def satisfied(self, ctx: Ctx) -> bool:
         from nexusctl.tools import perf
         want = observe.pinned_prog(ctx.runner, self.prog_pin) if self.prog_pin.exists() else None
-        if want is None or not self.link_pin.exists():
+        if want is None or self.spec.prog in ctx.cache.get("pending_programs", ()):
+            self.reason = "its program is (re)loaded first"
+            return False
+        if not self.link_pin.exists():
+            self.reason = "not attached"
             return False
         if perf.link_prog_id(str(self.link_pin)) != want["id"]:
+            self.reason = "the link runs another program than the pinned one"
             return False
+        self.reason = ""
         if self.spec.name not in ctx.state.links:
             ctx.state.links[self.spec.name] = self._record(want["id"])
             ctx.state.save()
@@ -88,6 +94,11 @@ class AttachLink(Action):
     def _record(self, prog_id: int) -> dict:
         return {"kind": self.spec.kind, "target": self.spec.target, "prog": self.spec.prog, "prog_id": prog_id,
                 "pin": str(self.link_pin)}
+
+    def diff(self, ctx: Ctx):
+        from nexusctl.tools import perf
+        cur = perf.link_prog_id(str(self.link_pin)) if self.link_pin.exists() else None
+        return {"link": [f"program id {cur}" if cur else None, f"{self.spec.prog} → {self.spec.kind} {self.spec.target}"]}
 
     def apply(self, ctx: Ctx) -> None:
         from nexusctl.tools import perf

@@ -57,6 +57,22 @@ def pinned_map(runner: Runner, path: Path) -> dict | None:
         os.close(fd)
 
 
+def prog_maps(runner: Runner, prog_fd: int) -> dict[str, int]:
+    """{kernel map name (15 characters at most): map id} of the maps a loaded program uses."""
+    L = runner.libbpf
+    out = {}
+    for mid in L.prog_map_ids(prog_fd):
+        try:
+            fd = L.map_fd_by_id(mid)
+        except OSError:
+            continue
+        try:
+            out[L.map_info(fd)["name"]] = mid
+        finally:
+            os.close(fd)
+    return out
+
+
 def link_exists(runner: Runner, ifname: str, netns: str | None) -> bool:
     if netns and not netns_path(netns).exists():
         return False

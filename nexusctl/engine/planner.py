@@ -5,7 +5,7 @@ from nexusctl.config.model import Config
 from nexusctl.engine.actions import Action
 from nexusctl.engine.build import object_path, plan_build
 from nexusctl.engine.kernel import (AttachTc, AttachXdp, DetachTc, DetachXdp, EnsureBpffs, EnsureClsact,
-                                    EnsureDir, LoadObject, RemoveClsact, RemovePins, RemoveState,
+                                    EnsureDir, LoadObject, PrepareMaps, RemoveClsact, RemovePins, RemoveState,
                                     UnpinObject, WriteConfigMap, iface_key)
 from nexusctl.engine import objects
 from nexusctl.engine.links import AttachLink, DetachLink
@@ -13,7 +13,12 @@ from nexusctl.engine.objects import OBJECTS, map_sizes, needed_objects, pin_dirs
 from nexusctl.engine.state import State
 from nexusctl.paths import bpf_src_dir
 
-def plan_up(cfg: Config, state: State, *, build: bool = True) -> list[Action]:
+
+def plan_up(cfg: Config, state: State, *, build: bool = True, reload: bool = False) -> list[Action]:
+    """The actions that make the host match cfg. Each is checked against what is
+    live when its turn comes, so only the difference runs. With reload, every
+    needed object is loaded afresh and swapped in (maps kept when their layout is
+    unchanged)."""
     dirs = pin_dirs(cfg.pin_root)
     actions: list[Action] = [EnsureDir(cfg.state_dir)]
     if build:
@@ -22,26 +27,30 @@ def plan_up(cfg: Config, state: State, *, build: bool = True) -> list[Action]:
 
     sizes = map_sizes(cfg)
     specs = needed_objects(cfg)
-    for spec in specs:
-        actions.append(LoadObject(spec, object_path(cfg.build_dir, spec.name), cfg.pin_root, sizes))
+    objs = [(spec, object_path(cfg.build_dir, spec.name)) for spec in specs]
+    if objs:
+        actions.append(PrepareMaps(objs, cfg.pin_root, sizes))
+    for spec, path in objs:
+        actions.append(LoadObject(spec, path, cfg.pin_root, sizes, force=reload))
     for w in objects.config_writes(cfg):
         actions.append(WriteConfigMap(cfg.pin_root, object_path(cfg.build_dir, w.source), w.values,
                                       map_name=w.map_name, struct_name=w.struct_name, key=w.key))
 
     wanted: set[str] = set()
     for iface in cfg.interfaces:
+        g = iface.key
         if iface.xdp:
-            a = AttachXdp(iface.name, iface.netns, dirs["progs"] / "nexus_dns_xdp", iface.xdp_mode)
+            a = AttachXdp(iface.name, iface.netns, dirs["progs"] / "nexus_dns_xdp", iface.xdp_mode, iface=g)
             wanted.add(a.key)
             actions.append(a)
         if iface.tc_egress:
-            c = EnsureClsact(iface.name, iface.netns)
-            t = AttachTc(iface.name, iface.netns, dirs["progs"] / "nexus_dns_tc", "egress")
+            c = EnsureClsact(iface.name, iface.netns, iface=g)
+            t = AttachTc(iface.name, iface.netns, dirs["progs"] / "nexus_dns_tc", "egress", iface=g)
             wanted.update({c.key, t.key})
             actions += [c, t]
         if iface.veth_peer:
             p = AttachXdp(iface.veth_peer.name, iface.veth_peer.netns, dirs["progs"] / "nexus_xdp_pass",
-                          "auto", role="veth-peer")
+                          "auto", role="veth-peer", iface=g)
             wanted.add(p.key)
             actions.append(p)
 
@@ -96,6 +105,9 @@ def plan_down(cfg: Config, state: State) -> list[Action]:
         if iface.veth_peer:
             extra.append(DetachXdp(iface.veth_peer.name, iface.veth_peer.netns))
         actions += [a for a in extra if a.key not in recorded]
+    # down is all or nothing: pins must not go while a detach failed (the program would run on, unpinned).
+    for a in actions:
+        a.iface = None
     actions.append(RemovePins(cfg.pin_root))
     actions.append(RemoveState())
     return actions

@@ -11,6 +11,15 @@ A feature module may define (all optional except OBJECTS):
   extra_actions(cfg, state) -> list[Action]    (run after loads and attachments)
   doctor_checks(app) -> list[dict]             (nexusctl.ops.doctor.check(...) rows)
   status_fields(app, state) -> dict            (merged into `status`; "notes": human lines)
+  MAP_KEY_ENUMS: dict[map name, enum name]     (arrays indexed by an enum: shown by name, migrated by name)
+
+An extra action takes part in `apply`'s plan against the live host like the
+engine's own: satisfied(ctx) compares desired with live (and may set
+self.reason), diff(ctx) returns {field: [live, wanted]} for `--diff`, and
+`apply --check` lists it as planned. Set action.iface to an interface key
+("netns/name") to make a failure count against that interface only.
+Map layouts need nothing from a feature: a map whose definition or BTF changed
+is migrated (or recreated with a warning) before the objects load.
 """
 from __future__ import annotations
 

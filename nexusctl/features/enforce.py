@@ -45,6 +45,9 @@ POLICY_BITS = 32
 
 # ---------------------------------------------------------------- cgroups
 
+# arrays indexed by an enum: shown and migrated by enumerator name
+MAP_KEY_ENUMS = {"nexus_enf_counters": "nexus_enf_counter"}
+
 def cgroup2_mount() -> Path | None:
     """The cgroup v2 mount (the unified hierarchy), found at run time."""
     try:

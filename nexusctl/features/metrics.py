@@ -24,6 +24,9 @@ from nexusctl.features.base import ConfigWrite, ObjectSpec
 # nexusctl.engine.objects and .links import the feature registry: import them lazily.
 
 
+# arrays indexed by an enum: shown and migrated by enumerator name
+MAP_KEY_ENUMS = {"nexus_mcounters": "nexus_mcounter", "nexus_samples": "nexus_perf_event"}
+
 def pin_dirs(pin_root: Path) -> dict[str, Path]:
     from nexusctl.engine.objects import pin_dirs as _pin_dirs
     return _pin_dirs(pin_root)

@@ -9,16 +9,20 @@ from nexusctl.engine.executor import PlanResult, execute
 from nexusctl.engine.kernel import STAGING_PREFIX, iface_key
 from nexusctl.engine.objects import PROGRAM_OBJECT, pin_dirs
 from nexusctl.engine.planner import plan_down, plan_up
+from nexusctl.errors import OperationFailed
 from nexusctl.ops.progress import plan_progress
 
 
-def up(app) -> PlanResult:
+def up(app, *, check: bool = False, diff: bool = False, title: str = "up") -> PlanResult:
+    """Converge the host to the config: only what differs from what is live runs.
+    check: plan only ("changed" then says whether anything would change);
+    diff: each action carries {field: [live, wanted]}."""
     cfg = app.config
     with app.lock():
         ctx = app.ctx()
         actions = plan_up(cfg, ctx.state)
-        with plan_progress(app, len(actions), "up") as on_step:
-            return execute(actions, ctx, dry_run=app.dry_run, on_step=on_step)
+        with plan_progress(app, len(actions), title) as on_step:
+            return execute(actions, ctx, dry_run=app.dry_run, check=check, diff=diff, on_step=on_step)
 
 
 def down(app) -> PlanResult:
@@ -30,17 +34,48 @@ def down(app) -> PlanResult:
             return execute(actions, ctx, dry_run=app.dry_run, on_step=on_step, rollback=False)
 
 
-def reload(app) -> PlanResult:
-    """Load fresh programs and swap them in: XDP and TC are replaced in one step each
-    (netlink replace, `tc filter replace` on the same pref/handle); pinned maps are reused."""
+def _programs(state) -> dict[str, dict]:
+    return {p: rec for o in state.objects.values() for p, rec in o.get("programs", {}).items()}
+
+
+def _pinned_map_ids(app) -> dict[str, int]:
+    d = pin_dirs(app.config.pin_root)["maps"]
+    out = {}
+    if d.exists():
+        for pin in d.iterdir():
+            if pin.name.startswith(STAGING_PREFIX):
+                continue
+            info = observe.pinned_map(app.runner, pin)
+            if info:
+                out[pin.name] = info["id"]
+    return out
+
+
+def reload(app, *, check: bool = False, diff: bool = False) -> PlanResult:
+    """Load fresh programs and swap them in without a gap: each new program is pinned
+    beside the old one and renamed over it, then XDP is replaced in one netlink call
+    (`bpftool net attach … overwrite`), TC in one `tc filter replace` on the same
+    pref/handle, and tracing links are attached anew before the old link's pin goes.
+    Pinned maps are reused when their layout is unchanged, migrated when it changed."""
     cfg = app.config
     with app.lock():
         ctx = app.ctx()
-        for name in list(ctx.state.objects):
-            ctx.state.objects[name]["sha256"] = "reload"     # force LoadObject to run again
-        actions = plan_up(cfg, ctx.state)
+        if not ctx.state.objects:
+            raise OperationFailed(f"nothing to reload: no nexus programs are recorded in {ctx.state.path}",
+                                  "bring nexus up first with `nexusctl up`")
+        before, maps_before = _programs(ctx.state), _pinned_map_ids(app)
+        actions = plan_up(cfg, ctx.state, reload=True)
         with plan_progress(app, len(actions), "reload") as on_step:
-            return execute(actions, ctx, dry_run=app.dry_run, on_step=on_step)
+            res = execute(actions, ctx, dry_run=app.dry_run, check=check, diff=diff, on_step=on_step)
+        if not res.dry_run:
+            after, maps_after = _programs(ctx.state), _pinned_map_ids(app)
+            res.extra["reloaded"] = [
+                {"program": p, "old_id": before.get(p, {}).get("id"), "new_id": rec.get("id"), "tag": rec.get("tag")}
+                for p, rec in sorted(after.items()) if before.get(p, {}).get("id") != rec.get("id")]
+            res.extra["maps_kept"] = sorted(n for n, i in maps_after.items() if maps_before.get(n) == i)
+            res.extra["maps_replaced"] = sorted(n for n, i in maps_after.items()
+                                                if n in maps_before and maps_before[n] != i)
+        return res
 
 
 def _count_entries(L, path: Path, info: dict) -> int | None:

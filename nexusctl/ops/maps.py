@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from nexusctl.engine import observe
+from nexusctl.engine import maplayout, observe
 from nexusctl.engine.objects import pin_dirs
 from nexusctl.errors import OperationFailed, UsageError
 from nexusctl.ops.deploy import _count_entries
@@ -40,9 +40,7 @@ def list_maps(app) -> list[dict]:
 
 # Maps whose u32 keys are the values of an enum (array keys must be plain u32
 # for the kernel, so the enum is named here): keys show and parse by name.
-KEY_ENUMS = {"nexus_counters": "nexus_counter", "nexus_latency": "nexus_lat_path",
-             "nexus_enf_counters": "nexus_enf_counter",
-             "nexus_mcounters": "nexus_mcounter", "nexus_samples": "nexus_perf_event"}
+KEY_ENUMS = maplayout.KEY_ENUMS       # features add theirs with MAP_KEY_ENUMS (see maplayout.key_enums)
 
 
 def _layouts(info: dict):
@@ -50,7 +48,7 @@ def _layouts(info: dict):
         return None, None
     btf = kernel_btf(info["btf_id"])
     key = Layout(btf, info["btf_key_type_id"], enum_names=True) if info.get("btf_key_type_id") else None
-    enum = KEY_ENUMS.get(info["name"])
+    enum = {maplayout.kernel_name(k): v for k, v in maplayout.key_enums().items()}.get(info["name"])
     if enum:
         try:
             key = Layout(btf, btf.find(enum, KIND_ENUM).id, enum_names=True)

@@ -103,8 +103,10 @@ class Btf:
             elif kind == KIND_FUNC_PROTO:
                 off += 8 * vlen
             elif kind == KIND_VAR:
+                extra = struct.unpack_from("<I", types, off)[0]          # linkage
                 off += 4
             elif kind == KIND_DATASEC:
+                extra = [struct.unpack_from("<III", types, off + 12 * i) for i in range(vlen)]  # (var, off, size)
                 off += 12 * vlen
             elif kind == KIND_DECL_TAG:
                 off += 4

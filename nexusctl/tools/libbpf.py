@@ -185,6 +185,7 @@ def _declare(lib) -> None:
         "bpf_map__fd": (c_int, [P]),
         "bpf_map__reuse_fd": (c_int, [P, c_int]),
         "bpf_map__type": (c_int, [P]),
+        "bpf_map__set_autocreate": (c_int, [P, c_bool]),
         "bpf_program__name": (c_char_p, [P]),
         "bpf_program__section_name": (c_char_p, [P]),
         "bpf_program__fd": (c_int, [P]),
@@ -328,6 +329,9 @@ class BpfObject:
     def set_autoload(self, prog: int, on: bool) -> None:
         _check(lib().bpf_program__set_autoload(prog, on), "setting autoload")
 
+    def set_autocreate(self, m: int, on: bool) -> None:
+        _check(lib().bpf_map__set_autocreate(m, on), "setting autocreate")
+
     def load(self) -> None:
         L = lib()
         take_log()
@@ -449,6 +453,13 @@ def link_info(fd: int) -> dict:
     n = c_uint32(ctypes.sizeof(info))
     _check(lib().bpf_obj_get_info_by_fd(fd, byref(info), byref(n)), "reading link info")
     return {"id": info.id, "type": info.type, "prog_id": info.prog_id, "raw": bytes(info.union)}
+
+
+def map_fd_by_id(map_id: int) -> int:
+    fd = lib().bpf_map_get_fd_by_id(map_id)
+    if fd < 0:
+        raise LibbpfError(f"opening map id {map_id}", ctypes.get_errno() or errno_mod.ENOENT)
+    return fd
 
 
 def prog_fd_by_id(prog_id: int) -> int:

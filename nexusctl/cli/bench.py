@@ -52,6 +52,8 @@ def register(app: typer.Typer) -> None:
         packets: Optional[int] = typer.Option(None, "--packets", min=100, max=1_000_000,
                                               help="packets per kind per round (scenario 1)"),
         rounds: Optional[int] = typer.Option(None, "--rounds", min=1, max=20, help="rounds per measurement"),
+        rate: Optional[int] = typer.Option(None, "--rate", min=1000, max=200_000,
+                                           help="offered packets/s in scenarios 1 and 2 (default 20000)"),
     ):
         """Measure the kernel paths, the resolver alone and with nexus, policy scale and the CLI
         in one run, in the bench's own lab; write results.json, results.png and a table.
@@ -67,7 +69,9 @@ def register(app: typer.Typer) -> None:
         if packets:
             params.kind_packets = packets
         if rounds:
-            params.rounds = rounds
+            params.rounds = params.kernel_rounds = rounds
+        if rate:
+            params.rate = rate
         opts = core.Options(quick=quick, scenarios=chosen, keep_lab=keep_lab, params=params)
         out_dir = out or _default_out()
 

@@ -103,8 +103,9 @@ print(sent, round(time.monotonic() - t0, 6))
 class Params:
     """How much load each scenario offers. Every run is bounded by these."""
     rate: int = 20_000              # packets (queries) per second offered in the per-kind and CPU runs
-    kind_packets: int = 60_000      # packets per kind per round
-    rounds: int = 3                 # rounds of every per-kind / CPU / e2e measurement (medians reported)
+    kind_packets: int = 40_000      # packets per kind per round
+    kernel_rounds: int = 5          # rounds of the per-kind measurements (medians reported)
+    rounds: int = 3                 # rounds of the CPU and e2e measurements (medians reported)
     cpu_seconds: float = 5.0
     e2e_seconds: float = 5.0
     e2e_outstanding: int = 100      # dnsperf -q: queries in flight
@@ -116,7 +117,7 @@ class Params:
 
     @classmethod
     def quick(cls) -> "Params":
-        return cls(kind_packets=10_000, rounds=1, cpu_seconds=2.0, e2e_seconds=2.0, cli_repeats=3,
+        return cls(kind_packets=10_000, kernel_rounds=1, rounds=1, cpu_seconds=2.0, e2e_seconds=2.0, cli_repeats=3,
                    up_repeats=1, bpftool_domains=20_000)
 
 
@@ -505,10 +506,10 @@ def measure_kind(lab: BenchLab, kind: str, p: Params, tag: str) -> dict:
 
 def scenario_kernel(lab: BenchLab, p: Params) -> dict:
     samples: dict[str, list[dict]] = {k: [] for k in KINDS}
-    for r in range(p.rounds):
+    for r in range(p.kernel_rounds):
         # interleaved, so drift in the machine's load touches every kind alike
         for kind in KINDS:
-            lab.progress(f"kernel cost: {kind.replace('_', ' ')} (round {r + 1}/{p.rounds})")
+            lab.progress(f"kernel cost: {kind.replace('_', ' ')} (round {r + 1}/{p.kernel_rounds})")
             samples[kind].append(measure_kind(lab, kind, p, f"{os.getpid()}r{r}"))
     kinds = {}
     for kind, ss in samples.items():
@@ -523,7 +524,7 @@ def scenario_kernel(lab: BenchLab, p: Params) -> dict:
         if floor and d["ns_per_packet"] is not None:
             d["vs_floor"] = round(d["ns_per_packet"] / floor, 2)
             d["above_floor_ns"] = round(d["ns_per_packet"] - floor, 1)
-    return {"rate_pps": p.rate, "packets_per_kind_per_round": p.kind_packets, "rounds": p.rounds,
+    return {"rate_pps": p.rate, "packets_per_kind_per_round": p.kind_packets, "rounds": p.kernel_rounds,
             "program": XDP_PROG, "kinds": kinds}
 
 
@@ -650,7 +651,8 @@ def _nexusctl_argv() -> list[str]:
 def _timed(lab: BenchLab, *args: str) -> float:
     """Wall ms of one nexusctl run, as a user starts it (interpreter start included).
     No runner timeout: arming one makes sh poll, which would add to the time."""
-    res = lab.app.runner.run([*_nexusctl_argv(), "-c", str(lab.lab_config), "--json", *args])
+    cfg = ["-c", str(lab.lab_config), "--json"] if args != ("--version",) else []
+    res = lab.app.runner.run([*_nexusctl_argv(), *cfg, *args])
     if res.rc != 0:
         raise OperationFailed(f"nexusctl {' '.join(args)} failed: {res.stderr.strip()[-300:]}")
     return round(res.duration * 1000, 1)
@@ -661,6 +663,8 @@ def scenario_cli(lab: BenchLab, p: Params) -> dict:
     lab.progress("CLI: nexusctl status")
     _timed(lab, "status")                      # page cache and bytecode warm, like a second run
     status = [_timed(lab, "status") for _ in range(p.cli_repeats)]
+    # the part of every command that is Python starting and importing the CLI
+    startup = [_timed(lab, "--version") for _ in range(p.cli_repeats)]
     lab.progress("CLI: nexusctl up (nothing to do)")
     noop = [_timed(lab, "up") for _ in range(p.cli_repeats)]
     cold, down = [], []
@@ -669,6 +673,7 @@ def scenario_cli(lab: BenchLab, p: Params) -> dict:
         down.append(_timed(lab, "down"))
         cold.append(_timed(lab, "up"))
     return {"config": "lab", "status_ms": {"median": median(status), "samples": status},
+            "startup_ms": {"median": median(startup), "samples": startup},
             "up_noop_ms": {"median": median(noop), "samples": noop},
             "up_ms": {"median": median(cold), "samples": cold},
             "down_ms": {"median": median(down), "samples": down}}

@@ -101,7 +101,9 @@ class Runner:
         self.history.append(argv if not netns else ["@" + netns, *argv])
         cmd = sh.Command(full[0]).bake(_tty_out=False)
         # sh polls every 100 ms while a _timeout is armed: only arm it where a command can hang.
-        kwargs = dict(_ok_code=list(range(256)), _return_cmd=True)
+        # In the background and waited for here, so an interrupted nexusctl (Ctrl-C, or
+        # SIGTERM turned into KeyboardInterrupt) stops the command instead of leaving it running.
+        kwargs = dict(_ok_code=list(range(256)), _return_cmd=True, _bg=True, _bg_exc=False)
         if timeout:
             kwargs["_timeout"] = timeout
         if input is not None:
@@ -111,6 +113,12 @@ class Runner:
         t0 = time.monotonic()
         try:
             proc = cmd(*full[1:], **kwargs)
+            try:
+                proc.wait()
+            except BaseException as e:
+                if not isinstance(e, (sh.ErrorReturnCode, sh.TimeoutException)):
+                    _stop(proc)
+                raise
             res = CmdResult(argv, proc.exit_code, _text(proc.stdout), _text(proc.stderr),
                             time.monotonic() - t0)
         except sh.TimeoutException:
@@ -164,6 +172,20 @@ class Runner:
         if self.verbose:
             self.log(f"# {text}")
         self.history.append(["#", text])
+
+
+def _stop(proc, grace: float = 2.0) -> None:
+    """SIGTERM a command we stopped waiting for, SIGKILL if it lingers."""
+    try:
+        proc.terminate()
+        proc.wait(timeout=grace)
+    except sh.TimeoutException:
+        try:
+            proc.kill()
+        except ProcessLookupError:
+            pass
+    except Exception:  # noqa: BLE001 - it exited meanwhile (any exit status): nothing left to stop
+        pass
 
 
 def _text(b) -> str:

@@ -174,7 +174,7 @@ static __always_inline int skip_name_rw(struct rewrite_walk *w)
 static long rewrite_step(__u32 i, struct rewrite_walk *w)
 {
 	__u8 fx[DNS_RR_FIXED_LEN];
-	__u16 type, rdlen, want_type, want_len;
+	__u16 type, rdlen, want_len;
 	__u32 j;
 
 	if (i >= w->nrec)
@@ -186,10 +186,13 @@ static long rewrite_step(__u32 i, struct rewrite_walk *w)
 	}
 	type = ((__u16)fx[0] << 8) | fx[1];
 	rdlen = ((__u16)fx[8] << 8) | fx[9];
-	want_type = w->pol->family == 6 ? DNS_TYPE_AAAA : DNS_TYPE_A;
-	want_len = w->pol->family == 6 ? 16 : 4;
 	w->off += DNS_RR_FIXED_LEN;
-	if (type == want_type && rdlen == want_len && w->off + rdlen <= w->msg_len) {
+	want_len = 0;
+	if (type == DNS_TYPE_A && w->pol->has4 && rdlen == 4)
+		want_len = 4;
+	else if (type == DNS_TYPE_AAAA && w->pol->has6 && rdlen == 16)
+		want_len = 16;
+	if (want_len && w->off + rdlen <= w->msg_len) {
 		for (j = 0; j < 16; j += 4) {
 			__be32 old_w, new_w;
 
@@ -197,7 +200,10 @@ static long rewrite_step(__u32 i, struct rewrite_walk *w)
 				break;
 			if (bpf_skb_load_bytes(w->skb, w->dns_off + w->off + j, &old_w, 4))
 				return 1;
-			__builtin_memcpy(&new_w, &w->pol->addr[j], 4);
+			if (want_len == 4)
+				__builtin_memcpy(&new_w, w->pol->addr4, 4);
+			else
+				__builtin_memcpy(&new_w, &w->pol->addr6[j & 12], 4);
 			bpf_l4_csum_replace(w->skb, w->csum_off, old_w, new_w, BPF_F_MARK_MANGLED_0 | 4);
 			bpf_skb_store_bytes(w->skb, w->dns_off + w->off + j, &new_w, 4, 0);
 		}

@@ -89,16 +89,21 @@ static __always_inline int answer(struct xdp_md *ctx, struct nexus_scratch *s, s
 	return REPLY_SENT;
 }
 
-/* Refuse a query as config says: NXDOMAIN, REFUSED, or silence. */
+/* Refuse a query: NXDOMAIN, NODATA, REFUSED or silence, as the rule (kind)
+ * or else the config says. */
 static __always_inline int block(struct xdp_md *ctx, struct nexus_scratch *s, const struct nexus_config *cfg,
-				 __u64 now)
+				 __u64 now, __u8 kind)
 {
 	__u16 rcode;
 
 	count(NEXUS_CNT_BLOCKED);
-	if (cfg->block_response == NEXUS_BLOCK_DROP)
+	if (kind == NEXUS_BLK_DEFAULT)
+		kind = cfg->block_response == NEXUS_BLOCK_DROP ? NEXUS_BLK_DROP :
+		       cfg->block_response == NEXUS_BLOCK_REFUSED ? NEXUS_BLK_REFUSED : NEXUS_BLK_NXDOMAIN;
+	if (kind == NEXUS_BLK_DROP)
 		return XDP_DROP;
-	rcode = cfg->block_response == NEXUS_BLOCK_REFUSED ? DNS_RCODE_REFUSED : DNS_RCODE_NXDOMAIN;
+	rcode = kind == NEXUS_BLK_REFUSED ? DNS_RCODE_REFUSED :
+		kind == NEXUS_BLK_NODATA ? DNS_RCODE_NOERROR : DNS_RCODE_NXDOMAIN;
 	if (answer(ctx, s, synth_empty(s, DNS_FLAG_RA | rcode, now), now) != REPLY_SENT)
 		return XDP_DROP;                      /* cannot answer, and it must not reach the resolver */
 	return XDP_TX;
@@ -212,7 +217,7 @@ int nexus_dns_xdp(struct xdp_md *ctx)
 	switch (policy_lookup(s)) {
 	case NEXUS_POL_BLOCK:
 		count(NEXUS_CNT_POLICY_BLOCKED);
-		return block(ctx, s, cfg, now);
+		return block(ctx, s, cfg, now, s->pol.block);
 	case NEXUS_POL_SYNTHESIZE:
 		count(NEXUS_CNT_POLICY_SYNTHESIZED);
 		r = answer(ctx, s, synth_answer(s, cfg->synth_ttl, now), now);
@@ -222,8 +227,8 @@ int nexus_dns_xdp(struct xdp_md *ctx)
 			return XDP_DROP;
 		break;
 	case NEXUS_POL_REDIRECT:
-		if ((s->q.qtype == DNS_TYPE_A && s->pol.family == 6) ||
-		    (s->q.qtype == DNS_TYPE_AAAA && s->pol.family == 4)) {
+		if ((s->q.qtype == DNS_TYPE_A || s->q.qtype == DNS_TYPE_AAAA) &&
+		    !pol_has_addr_for(&s->pol, s->q.qtype)) {
 			/* the other family has no address to give: NODATA, so the
 			 * real address does not leak around the redirect */
 			count(NEXUS_CNT_POLICY_REDIRECTED);
@@ -244,7 +249,7 @@ int nexus_dns_xdp(struct xdp_md *ctx)
 	if (cfg->dga_mode != NEXUS_DGA_OFF && dga_score(s, cfg) >= cfg->dga_threshold) {
 		count(NEXUS_CNT_SUSPICIOUS);
 		if (cfg->dga_mode == NEXUS_DGA_BLOCK)
-			return block(ctx, s, cfg, now);
+			return block(ctx, s, cfg, now, NEXUS_BLK_DEFAULT);
 	}
 allowed:
 

@@ -152,15 +152,26 @@ struct nexus_policy_key {
 	__u64 h2;
 };
 
+enum nexus_block_kind {
+	NEXUS_BLK_DEFAULT = 0,          /* as config policy.block_response says */
+	NEXUS_BLK_NXDOMAIN = 1,
+	NEXUS_BLK_NODATA = 2,           /* NOERROR, no records (RPZ "CNAME *.") */
+	NEXUS_BLK_REFUSED = 3,
+	NEXUS_BLK_DROP = 4,
+};
+
 struct nexus_policy_val {
 	__u16 priority;                 /* lower wins */
 	__u16 pat_len;                  /* pattern length as written: longer wins a tie */
 	__u16 qtypes;                   /* bit per query type (nexusctl/policy/rules.py QTYPE_BITS) */
 	__u8 action;                    /* enum nexus_policy_action */
-	__u8 family;                    /* 4 or 6: the family of addr */
-	__u8 addr[16];                  /* redirect/synthesize target */
-	__u32 rule_id;
-	__u32 pad;
+	__u8 block;                     /* enum nexus_block_kind, for block */
+	__u8 has4;                      /* redirect/synthesize: addr4 / addr6 are set */
+	__u8 has6;
+	__u8 pad[2];
+	__u8 addr4[4];
+	__u8 addr6[16];
+	__u32 rule_id;                  /* which source and rule (user space's numbering) */
 };
 
 /* Prefix rules ("ads.*") in an LPM trie over the lower-cased dotted name. */

@@ -310,8 +310,21 @@ static __always_inline int policy_lookup(struct nexus_scratch *s)
 	return w.best.action;
 }
 
-/* A synthesized answer for the query: an A/AAAA record for the rule's address
- * when the query asks for that type (or ANY); otherwise no records (NODATA). */
+/* Does the rule have an address for this query type? (A: addr4, AAAA: addr6,
+ * ANY: either; other types: none, so they get NODATA from synthesize.) */
+static __always_inline int pol_has_addr_for(const struct nexus_policy_val *p, __u16 qtype)
+{
+	if (qtype == DNS_TYPE_A)
+		return p->has4;
+	if (qtype == DNS_TYPE_AAAA)
+		return p->has6;
+	if (qtype == DNS_TYPE_ANY)
+		return p->has4 || p->has6;
+	return 0;
+}
+
+/* A synthesized answer for the query: an A or AAAA record for the rule's
+ * address when it has one for the query type; otherwise no records (NODATA). */
 static __always_inline struct nexus_cache_val *synth_answer(struct nexus_scratch *s, __u32 ttl, __u64 now)
 {
 	struct nexus_cache_val *v = &s->synth;
@@ -327,10 +340,15 @@ static __always_inline struct nexus_cache_val *synth_answer(struct nexus_scratch
 	v->n_ttl = 0;
 	v->data_len = 0;
 	v->csum = 0;
-	rtype = p->family == 6 ? DNS_TYPE_AAAA : DNS_TYPE_A;
-	alen = p->family == 6 ? 16 : 4;
-	if (qtype != rtype && qtype != DNS_TYPE_ANY)
+	if (!pol_has_addr_for(p, qtype))
 		return v;
+	if (qtype == DNS_TYPE_AAAA || (qtype == DNS_TYPE_ANY && !p->has4)) {
+		rtype = DNS_TYPE_AAAA;
+		alen = 16;
+	} else {
+		rtype = DNS_TYPE_A;
+		alen = 4;
+	}
 	/* owner: a pointer to the question's name at offset 12 */
 	v->data[0] = 0xc0;
 	v->data[1] = sizeof(struct dnshdr);
@@ -345,13 +363,20 @@ static __always_inline struct nexus_cache_val *synth_answer(struct nexus_scratch
 	v->data[10] = 0;
 	v->data[11] = alen;
 	sum = 0xc000 + sizeof(struct dnshdr) + rtype + DNS_CLASS_IN + alen;
+	if (alen == 16) {
 #pragma unroll
-	for (i = 0; i < 16; i += 2) {
-		if (i >= alen)
-			break;
-		v->data[12 + i] = p->addr[i];
-		v->data[13 + i] = p->addr[i + 1];
-		sum += ((__u64)p->addr[i] << 8) | p->addr[i + 1];
+		for (i = 0; i < 16; i += 2) {
+			v->data[12 + i] = p->addr6[i];
+			v->data[13 + i] = p->addr6[i + 1];
+			sum += ((__u64)p->addr6[i] << 8) | p->addr6[i + 1];
+		}
+	} else {
+#pragma unroll
+		for (i = 0; i < 4; i += 2) {
+			v->data[12 + i] = p->addr4[i];
+			v->data[13 + i] = p->addr4[i + 1];
+			sum += ((__u64)p->addr4[i] << 8) | p->addr4[i + 1];
+		}
 	}
 	v->data_len = DNS_RR_FIXED_LEN + 2 + alen;
 	v->ttl_off[0] = 6;

@@ -190,8 +190,10 @@ class Blocklist(Strict):
 
 class PolicySettings(Strict):
     block_response: Literal["nxdomain", "refused", "drop"] = "nxdomain"
-    max_rules: int = Field(2_097_152, ge=1024, le=16_777_216, description="capacity of the rule map")
+    max_rules: int = Field(2_097_152, ge=1024, le=16_777_216,
+                           description="capacity of the rule map (changing it needs `down` + `up`)")
     synth_ttl: int = Field(60, ge=0, le=86400, description="TTL of synthesized answers")
+    bloom: bool = Field(True, description="a bloom filter in front of the rule map")
 
 
 class Cert(Strict):

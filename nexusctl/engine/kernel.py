@@ -196,6 +196,8 @@ class PrepareMaps(Action):
                     if name == ch.name:
                         if name in self.map_sizes:
                             obj.set_map_max_entries(m, self.map_sizes[name])
+                        if f"{name}.inner" in self.map_sizes:
+                            obj.set_inner_max_entries(m, self.map_sizes[f"{name}.inner"])
                         obj.set_map_pin_path(m, str(staging))
                     else:
                         obj.set_autocreate(m, False)
@@ -354,6 +356,8 @@ class LoadObject(Action):
                     pin = self.dirs["maps"] / name
                     if name in self.map_sizes:
                         obj.set_map_max_entries(m, self.map_sizes[name])
+                    if f"{name}.inner" in self.map_sizes:
+                        obj.set_inner_max_entries(m, self.map_sizes[f"{name}.inner"])
                     if is_private_map(name):
                         continue              # per-object working memory: not shared, not pinned
                     if pin.exists():

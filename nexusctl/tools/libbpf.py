@@ -90,6 +90,13 @@ class bpf_link_info_hdr(Structure):
                 ("union", c_uint8 * 64)]
 
 
+class bpf_map_create_opts(Structure):
+    _fields_ = [("sz", c_size_t), ("btf_fd", c_uint32), ("btf_key_type_id", c_uint32),
+                ("btf_value_type_id", c_uint32), ("btf_vmlinux_value_type_id", c_uint32),
+                ("inner_map_fd", c_uint32), ("map_flags", c_uint32), ("map_extra", c_uint64),
+                ("numa_node", c_uint32), ("map_ifindex", c_uint32)]
+
+
 class bpf_btf_info(Structure):
     _fields_ = [("btf", c_uint64), ("btf_size", c_uint32), ("id", c_uint32), ("name", c_uint64),
                 ("name_len", c_uint32), ("kernel_btf", c_uint32)]
@@ -179,6 +186,10 @@ def _declare(lib) -> None:
         "bpf_map__set_max_entries": (c_int, [P, c_uint32]),
         "bpf_map__max_entries": (c_uint32, [P]),
         "bpf_map__is_internal": (c_bool, [P]),
+        "bpf_map__inner_map": (P, [P]),
+        "bpf_map__set_inner_map_fd": (c_int, [P, c_int]),
+        "bpf_map__map_extra": (c_uint64, [P]),
+        "bpf_map_create": (c_int, [c_int, c_char_p, c_uint32, c_uint32, c_uint32, POINTER(bpf_map_create_opts)]),
         "bpf_map__key_size": (c_uint32, [P]),
         "bpf_map__value_size": (c_uint32, [P]),
         "bpf_map__map_flags": (c_uint32, [P]),
@@ -270,6 +281,7 @@ class BpfObject:
         opts.kernel_log_buf = ctypes.cast(self._log_buf, c_char_p)
         opts.kernel_log_size = VERIFIER_LOG_SIZE
         self.path = path
+        self._inner_fds: list[int] = []
         self.ptr = L.bpf_object__open_file(path.encode(), byref(opts))
         if not self.ptr:
             err = ctypes.get_errno() or errno_mod.EINVAL
@@ -286,6 +298,9 @@ class BpfObject:
         if self.ptr:
             lib().bpf_object__close(self.ptr)
             self.ptr = None
+        for fd in self._inner_fds:
+            os.close(fd)
+        self._inner_fds.clear()
 
     def maps(self) -> Iterator[tuple[str, int]]:
         L = lib()
@@ -315,6 +330,22 @@ class BpfObject:
 
     def set_map_pin_path(self, m: int, path: str) -> None:
         _check(lib().bpf_map__set_pin_path(m, path.encode()), f"setting pin path {path}")
+
+    def set_inner_max_entries(self, m: int, n: int) -> None:
+        """max_entries of a map-in-map's inner template (inner maps must match it).
+        libbpf 1.1 crashes resizing its own inner template (the template has no
+        object), so a template of the same definition is made here and handed over."""
+        L = lib()
+        inner = L.bpf_map__inner_map(m)
+        if not inner:
+            raise LibbpfError("map has no inner map template", errno_mod.EINVAL)
+        fd = map_create(L.bpf_map__type(inner), "inner_tmpl", L.bpf_map__key_size(inner),
+                        L.bpf_map__value_size(inner), n, L.bpf_map__map_flags(inner),
+                        L.bpf_map__map_extra(inner))
+        try:
+            _check(L.bpf_map__set_inner_map_fd(m, fd), "setting the inner map template")
+        finally:
+            self._inner_fds.append(fd)
 
     def set_map_max_entries(self, m: int, n: int) -> None:
         _check(lib().bpf_map__set_max_entries(m, n), f"setting max_entries={n}")
@@ -455,6 +486,20 @@ def link_info(fd: int) -> dict:
     return {"id": info.id, "type": info.type, "prog_id": info.prog_id, "raw": bytes(info.union)}
 
 
+MAP_HASH, MAP_LPM_TRIE, MAP_BLOOM_FILTER = 1, 11, 30
+BPF_F_NO_PREALLOC = 1
+
+
+def map_create(map_type: int, name: str, key_size: int, value_size: int, max_entries: int,
+               flags: int = 0, extra: int = 0) -> int:
+    """Create a map (not pinned): for inner maps of map-in-map sets."""
+    opts = bpf_map_create_opts(sz=ctypes.sizeof(bpf_map_create_opts), map_flags=flags, map_extra=extra)
+    fd = lib().bpf_map_create(map_type, name.encode()[:15], key_size, value_size, max_entries, byref(opts))
+    if fd < 0:
+        raise LibbpfError(f"creating map {name}", -fd if fd != -1 else ctypes.get_errno())
+    return fd
+
+
 def map_fd_by_id(map_id: int) -> int:
     fd = lib().bpf_map_get_fd_by_id(map_id)
     if fd < 0:
@@ -571,6 +616,12 @@ class MapHandle:
         vb = create_string_buffer(raw, max(len(raw), self.stride * self.ncpus))
         if lib().bpf_map_update_elem(self.fd, kb, vb, flags) < 0:
             raise LibbpfError("map update", ctypes.get_errno())
+
+    def push(self, value: bytes) -> None:
+        """Add a value to a bloom filter (or push onto a queue/stack)."""
+        vb = create_string_buffer(value, self.value_size)
+        if lib().bpf_map_update_elem(self.fd, None, vb, BPF_ANY) < 0:
+            raise LibbpfError("map push", ctypes.get_errno())
 
     def delete(self, key: bytes) -> bool:
         kb = create_string_buffer(key, self.key_size)

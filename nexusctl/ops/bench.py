@@ -33,6 +33,7 @@ import os
 import random
 import re
 import resource
+import shutil
 import signal
 import statistics
 import string
@@ -111,14 +112,14 @@ class Params:
     e2e_outstanding: int = 100      # dnsperf -q: queries in flight
     cli_repeats: int = 5
     up_repeats: int = 3
-    policy_sizes: tuple[int, ...] = (1_000, 100_000, 1_000_000)
-    import_domains: int = 1_000_000
-    bpftool_domains: int = 100_000  # bpftool batch is timed on this many and scaled (it is ~85k updates/s)
+    policy_sizes: tuple[int, ...] = (1_000, 100_000, 1_000_000)   # the last is the import figure
+    policy_rounds: int = 3
+    bpftool_domains: int = 1_000_000  # updates timed through bpftool batch (scaled to the import size if fewer)
 
     @classmethod
     def quick(cls) -> "Params":
         return cls(kind_packets=10_000, kernel_rounds=1, rounds=1, cpu_seconds=2.0, e2e_seconds=2.0, cli_repeats=3,
-                   up_repeats=1, bpftool_domains=20_000)
+                   up_repeats=1, policy_rounds=1, bpftool_domains=100_000)
 
 
 @dataclass
@@ -329,6 +330,9 @@ class BenchLab:
 
     def down(self) -> None:
         from nexusctl.ops import lab as lab_ops
+        # `lab down` removes the state dir's files but not the policy store's
+        # directories (imports, runtime rules): the bench's own lab, so all of it goes
+        shutil.rmtree(self.spec.state_dir / "policy", ignore_errors=True)
         lab_ops.lab_down(self.app)
 
     def bench_config_text(self) -> str:
@@ -631,14 +635,186 @@ def scenario_e2e(lab: BenchLab, p: Params) -> dict:
 
 # ---------------------------------------------------------------- scenario 4: policy
 
+POLICY_ZONE = "policy.test"         # rule names d<i>.policy.test: "policy" is too short for the DGA scorer
+# distinct blocked names queried at every rule-set size (the smallest set's size): only the table
+# size changes between sizes, not how many different entries the queries touch
+POLICY_QUERY_NAMES = 1_000
+BATCH = 65_536                      # updates per libbpf batch syscall (as nexusctl.policy.kernel does)
+
+
+def _policy_list(lab: BenchLab, n: int) -> Path:
+    path = lab.spec.run_dir / "bench-rules.txt"
+    with path.open("w") as f:
+        for i in range(n):
+            f.write(f"d{i}.{POLICY_ZONE}\n")
+    return path
+
+
+def _policy_queries(lab: BenchLab, n: int) -> Path:
+    """Queries for names the rule set blocks, spread over the whole set."""
+    rng = random.Random(n)
+    picks = rng.sample(range(n), min(n, POLICY_QUERY_NAMES))
+    path = lab.spec.run_dir / "bench-policy-queries.txt"
+    path.write_text("".join(f"d{i}.{POLICY_ZONE} A\n" for i in picks))
+    return path
+
+
+def _policy_cost(lab: BenchLab, p: Params, queries: Path, nq: int) -> dict:
+    """XDP ns/packet for queries a rule blocks (answered from XDP) and for
+    queries no rule matches (cache hits of the hot names), medians of rounds."""
+    out: dict[str, list] = {"match": [], "no_match": []}
+    purity: dict[str, list] = {"match": [], "no_match": []}
+    for _ in range(p.policy_rounds):
+        for what, counter in (("match", "policy_blocked"), ("no_match", "cache_hits")):
+            if what == "no_match":
+                lab.warm()
+            c0, p0 = lab.counters(), lab.programs()
+            if what == "match":
+                lab.dnsperf(queries, rate=p.rate, passes=max(1, round(p.kind_packets / nq)))
+            else:
+                lab.dnsperf(lab.files["hot"], rate=p.rate, passes=max(1, round(p.kind_packets / (2 * HOT_NAMES))))
+            c1, p1 = lab.counters(), lab.programs()
+            runs, ns = _delta(p0, p1, XDP_PROG)
+            out[what].append(ns / runs if runs else None)
+            purity[what].append((c1.get(counter, 0) - c0.get(counter, 0)) / runs if runs else None)
+    return {"ns_per_packet": _round(median(out["match"]), 1), "samples_ns": [_round(x, 1) for x in out["match"]],
+            "purity": _round(median(purity["match"]), 4),
+            "no_match_ns_per_packet": _round(median(out["no_match"]), 1),
+            "no_match_samples_ns": [_round(x, 1) for x in out["no_match"]],
+            "no_match_purity": _round(median(purity["no_match"]), 4)}
+
+
+def _ctl_json(lab: BenchLab, *args: str, timeout: float = 600) -> tuple[float, dict]:
+    """A nexusctl command on the bench config, as an operator runs it: (wall s, its JSON)."""
+    import json
+    res = lab.app.runner.run([*_nexusctl_argv(), "-c", str(lab.bench_config), "--json", *args], timeout=timeout,
+                             check=False)
+    if res.rc != 0:
+        raise OperationFailed(f"nexusctl {' '.join(args[:2])} failed: {res.stderr.strip()[-300:]}")
+    return res.duration, json.loads(res.stdout)
+
+
+def _import_vs_bpftool(lab: BenchLab, n: int) -> dict:
+    """The same n rule keys and values loaded into a scratch map like the live rule
+    map, once through `bpftool batch file` (one `map update` line each) and once
+    through libbpf batch updates: the kernel-loading step alone, side by side."""
+    from nexusctl.policy import hashing
+    from nexusctl.policy.kernel import BLOOM_HASHES, KEY_SIZE, PolicyKernel, _memlock
+    from nexusctl.policy.rules import Attrs
+    L = lab.app.runner.libbpf
+    cfg = lab.app.config
+    with PolicyKernel(lab.app.runner, cfg.pin_root, cfg.policy.max_rules) as pk:
+        seeds = pk.seeds()
+        vsize = pk.val_layout.size
+        names = [f"d{i}.{POLICY_ZONE}" for i in range(n)]
+        keys = hashing.keys_for_names(names, hashing.EXACT, seeds)
+        value = Attrs.make("block", 1000).value(pk.val_layout, len(names[-1]))
+    values = value * n
+    pin = cfg.pin_root / "bench_scratch_rules"          # under the lab's pin root: `lab down` removes it
+    batch = lab.spec.run_dir / "bench-bpftool.batch"
+    out: dict = {"rules": n}
+    fds = []
+    try:
+        for _ in range(2):
+            fds.append(L.map_create(L.MAP_HASH, "nexus_bench_r", KEY_SIZE, vsize, cfg.policy.max_rules,
+                                    L.BPF_F_NO_PREALLOC))
+        L.obj_pin(fds[0], str(pin))
+        empty = _memlock(fds[1])
+        # the bloom filter in front of the rules is sized by max_rules, whatever the rule count
+        bfd = L.map_create(L.MAP_BLOOM_FILTER, "nexus_bench_b", 0, KEY_SIZE, cfg.policy.max_rules, 0,
+                           BLOOM_HASHES)
+        fds.append(bfd)
+        out["bloom_bytes"] = _memlock(bfd)
+        out["rule_map_empty_bytes"] = empty
+        vhex = value.hex(" ")
+        with batch.open("w") as f:
+            for i in range(n):
+                k = keys[i * KEY_SIZE:(i + 1) * KEY_SIZE].hex(" ")
+                f.write(f"map update pinned {pin} key hex {k} value hex {vhex}\n")
+        res = lab.app.runner.run(["bpftool", "batch", "file", str(batch)], timeout=600)
+        out["bpftool_s"] = round(res.duration, 3)
+        with L.MapHandle(fds[1], owned=False) as m:
+            t0 = time.monotonic()
+            for i in range(0, n, BATCH):
+                j = min(i + BATCH, n)
+                m.update_batch(keys[i * KEY_SIZE:j * KEY_SIZE], values[i * vsize:j * vsize], j - i)
+            out["libbpf_batch_s"] = round(time.monotonic() - t0, 3)
+            mem = _memlock(fds[1])
+        out["memory_bytes"] = mem
+        out["bytes_per_rule"] = round((mem - empty) / n, 1) if mem and empty is not None else None
+    finally:
+        for fd in fds:
+            os.close(fd)
+        pin.unlink(missing_ok=True)
+        batch.unlink(missing_ok=True)
+    return out
+
+
 def scenario_policy(lab: BenchLab, p: Params) -> dict:
     try:
-        from nexusctl import policy  # noqa: F401 - the policy engine's package (issue 4)
+        from nexusctl.policy import kernel as _  # noqa: F401 - the policy engine (issue 4)
     except ImportError:
         return {"status": "pending",
-                "reason": "the policy engine's user-space side (nexusctl/policy: rule import, batch loader) "
-                          "is not on this branch yet"}
-    return {"status": "pending", "reason": "policy benchmark not written yet"}
+                "reason": "the policy engine's user-space side (nexusctl/policy) is not on this branch yet"}
+    out: dict = {"rate_pps": p.rate, "rounds": p.policy_rounds, "zone": POLICY_ZONE, "lookup": [], "import": {}}
+    try:
+        for n in p.policy_sizes:
+            lab.progress(f"policy: import {n:,} domains")
+            wall, imp = _ctl_json(lab, "policy", "import", str(_policy_list(lab, n)), "--format", "domains",
+                                  "--name", "bench")
+            k = imp.get("kernel") or {}
+            row = {"rules": n, "import_wall_s": round(wall, 3), "import_s": imp.get("seconds"),
+                   "parse_s": imp.get("parse_seconds"), "kernel_s": k.get("seconds"),
+                   "hash_s": k.get("hash_seconds"), "fill_s": k.get("fill_seconds"),
+                   "live_rules": k.get("rules"), "memory_bytes": k.get("memory_bytes"),
+                   "bytes_per_rule": k.get("bytes_per_rule")}
+            lab.progress(f"policy: lookup cost with {n:,} rules")
+            nq = min(n, POLICY_QUERY_NAMES)
+            row.update(_policy_cost(lab, p, _policy_queries(lab, n), nq))
+            out["lookup"].append(row)
+        rows = out["lookup"]
+        lo, hi = rows[0].get("ns_per_packet"), rows[-1].get("ns_per_packet")
+        out["lookup_ratio_max_vs_min"] = round(hi / lo, 3) if lo and hi else None
+        lo, hi = rows[0].get("no_match_ns_per_packet"), rows[-1].get("no_match_ns_per_packet")
+        out["no_match_ratio_max_vs_min"] = round(hi / lo, 3) if lo and hi else None
+        big = rows[-1]
+        small = rows[0]
+        lab.progress(f"policy: {p.bpftool_domains:,} updates through bpftool batch file and libbpf batch")
+        cmp = _import_vs_bpftool(lab, p.bpftool_domains)
+        scale = big["rules"] / cmp["rules"]
+        imp = {"domains": big["rules"], "libbpf_s": big["import_wall_s"], "importer_s": big.get("import_s"),
+               "parse_s": big.get("parse_s"), "hash_s": big.get("hash_s"), "fill_s": big.get("fill_s"),
+               "kernel_s": big.get("kernel_s"),
+               "bpftool_s": round(cmp["bpftool_s"] * scale, 2),
+               "raw_libbpf_batch_s": round(cmp["libbpf_batch_s"] * scale, 3),
+               "bpftool_basis": (f"{cmp['rules']:,} updates timed" if scale == 1 else
+                                 f"{cmp['rules']:,} updates timed, ×{scale:g}"),
+               "compare": cmp}
+        imp["speedup_vs_bpftool"] = round(imp["bpftool_s"] / imp["libbpf_s"], 2) if imp["libbpf_s"] else None
+        imp["raw_speedup_vs_bpftool"] = (round(imp["bpftool_s"] / imp["raw_libbpf_batch_s"], 1)
+                                         if imp["raw_libbpf_batch_s"] else None)
+        out["import"] = imp
+        # memory: what each rule adds to the rule map (the growth between the smallest and the
+        # largest set loaded), what the map costs empty (its buckets, sized by policy.max_rules),
+        # and the bloom filter (also sized by max_rules)
+        mem = {"rule_map_empty_bytes": cmp.get("rule_map_empty_bytes"), "bloom_bytes": cmp.get("bloom_bytes"),
+               "scratch_bytes_per_rule": cmp.get("bytes_per_rule"), "max_rules": lab.app.config.policy.max_rules}
+        if big.get("memory_bytes") and small.get("memory_bytes") and big["rules"] > small["rules"]:
+            mem["bytes_per_rule"] = round((big["memory_bytes"] - small["memory_bytes"]) /
+                                          (big["rules"] - small["rules"]), 1)
+        else:
+            mem["bytes_per_rule"] = cmp.get("bytes_per_rule")
+        out["memory"] = mem
+        out["bytes_per_rule"] = mem["bytes_per_rule"]
+    finally:
+        # the imported rules out of the kernel and the state dir (policy sync forgets imports)
+        lab.progress("policy: sync (drop the imported rules)")
+        try:
+            _ctl_json(lab, "policy", "sync")
+        finally:
+            for f in ("bench-rules.txt", "bench-policy-queries.txt"):
+                (lab.spec.run_dir / f).unlink(missing_ok=True)
+    return out
 
 
 # ---------------------------------------------------------------- scenario 5: CLI

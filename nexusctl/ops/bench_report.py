@@ -164,17 +164,34 @@ def rows(doc: dict) -> list[dict]:
     pol = s.get("policy")
     if not unavailable(name, "policy"):
         for row in pol.get("lookup", []):
-            add(name, f"lookup with {row['rules']:,} rules (XDP ns/packet)", fmt_ns(row.get("ns_per_packet")))
-        add(name, "largest ÷ smallest rule set", fmt_num(pol.get("lookup_ratio_max_vs_min"), "×", 2), tg["policy_flat"])
+            val = f"{fmt_ns(row.get('ns_per_packet'))} blocked by a rule, {fmt_ns(row.get('no_match_ns_per_packet'))} " \
+                  f"no rule matches (cache hit)"
+            for key in ("purity", "no_match_purity"):
+                if row.get(key) is not None and row[key] < PURITY_WARN:
+                    val += f" [only {100 * row[key]:.0f}% of runs were this kind]"
+            add(name, f"XDP ns/packet with {row['rules']:,} rules loaded", val)
+        lk = pol.get("lookup", [])
+        span = f"{lk[-1]['rules']:,} ÷ {lk[0]['rules']:,} rules" if lk else "largest ÷ smallest"
+        add(name, f"{span}, queries blocked by a rule", fmt_num(pol.get("lookup_ratio_max_vs_min"), "×", 2),
+            tg["policy_flat"])
+        add(name, f"{span}, queries no rule matches", fmt_num(pol.get("no_match_ratio_max_vs_min"), "×", 2))
         imp = pol.get("import", {})
-        add(name, f"import {imp.get('domains', 0):,} domains (libbpf batch)", fmt_num(imp.get("libbpf_s"), "s", 2),
-            tg["import_time"])
-        add(name, f"same with `bpftool batch file` ({imp.get('bpftool_basis', '')})",
+        parts = [f"{k} {imp[k + '_s']:.2f} s" for k in ("parse", "hash", "fill") if imp.get(k + "_s") is not None]
+        add(name, f"import {imp.get('domains', 0):,} domains: `nexusctl policy import` wall time (libbpf batch)",
+            fmt_num(imp.get("libbpf_s"), "s", 2) + (f" ({', '.join(parts)})" if parts else ""), tg["import_time"])
+        add(name, f"the same keys through `bpftool batch file` ({imp.get('bpftool_basis', '')})",
             fmt_num(imp.get("bpftool_s"), "s", 1))
-        add(name, "speed-up libbpf batch over bpftool batch", fmt_num(imp.get("speedup_vs_bpftool"), "×"),
-            tg["import_speedup"])
+        add(name, "bpftool batch ÷ policy import", fmt_num(imp.get("speedup_vs_bpftool"), "×"), tg["import_speedup"])
+        if imp.get("raw_libbpf_batch_s") is not None:
+            add(name, "bpftool batch ÷ libbpf batch updates alone (same keys, kernel step only)",
+                f"{fmt_num(imp.get('raw_speedup_vs_bpftool'), '×')} ({imp['raw_libbpf_batch_s']:.2f} s)")
         if pol.get("bytes_per_rule") is not None:
-            add(name, "kernel memory per rule", f"{pol['bytes_per_rule']:.0f} B")
+            mem = pol.get("memory") or {}
+            fixed = [f"{what} {mem[k] / (1 << 20):.0f} MiB" for what, k in
+                     (("empty rule map", "rule_map_empty_bytes"), ("bloom filter", "bloom_bytes")) if mem.get(k)]
+            add(name, "kernel memory per rule (rule map growth, memlock)", f"{pol['bytes_per_rule']:.0f} B"
+                + (f"; fixed, sized by policy.max_rules={mem.get('max_rules', 0):,}: {', '.join(fixed)}"
+                   if fixed else ""))
 
     # 5. CLI
     name = "5 CLI wall time"
@@ -316,8 +333,10 @@ def chart(doc: dict, path: Path) -> None:
     pol = s.get("policy") or {}
     if pol.get("lookup"):
         xs = [r["rules"] for r in pol["lookup"]]
-        ys = [r["ns_per_packet"] for r in pol["lookup"]]
-        ax.plot(xs, ys, marker="o")
+        ax.plot(xs, [r["ns_per_packet"] for r in pol["lookup"]], marker="o", label="blocked by a rule")
+        ax.plot(xs, [r.get("no_match_ns_per_packet") for r in pol["lookup"]], marker="s",
+                label="no rule matches (cache hit)")
+        ax.legend(fontsize=8)
         ax.set_xscale("log")
         ax.set_ylim(bottom=0)
         ax.set_xlabel("rules loaded")

@@ -437,7 +437,10 @@ class BenchLab:
             argv += ["-l", f"{seconds:g}"]
         if passes:
             argv += ["-n", str(passes)]
-        bound = (seconds or 0) + (passes or 1) * HOT_NAMES * 2 / (rate or 10_000) + 60
+        with datafile.open("rb") as f:
+            lines = sum(1 for _ in f)
+        # a bound on the run, with room for a slow machine: by time, or lines × passes at the rate
+        bound = (seconds or lines * (passes or 1) / (rate or 10_000)) * 2 + 60
         cpu0 = children_cpu_s()
         res = self.app.runner.run(argv, netns=self.spec.cli_ns, timeout=bound, check=False)
         out = parse_dnsperf(res.stdout + res.stderr)

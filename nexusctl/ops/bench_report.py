@@ -218,7 +218,10 @@ def machine_line(doc: dict) -> str:
     if m.get("dnsperf"):
         parts.append(f"dnsperf {m['dnsperf']}")
     if m.get("load_avg"):
-        parts.append(f"load average at start {m['load_avg'][0]:.2f}")
+        load = f"load average {m['load_avg'][0]:.2f} at start"
+        if m.get("load_avg_after"):
+            load += f", {m['load_avg_after'][0]:.2f} at the end"
+        parts.append(load)
     return ", ".join(parts)
 
 
@@ -348,8 +351,9 @@ def chart(doc: dict, path: Path) -> None:
     ax = axes[1][1]
     imp = pol.get("import") or {}
     if imp.get("libbpf_s") is not None:
-        vals = [imp["libbpf_s"], imp.get("bpftool_s") or 0]
-        bars = ax.bar(["libbpf batch", "bpftool batch file"], vals, color=["#3b75af", "#c44e52"])
+        vals = [imp["libbpf_s"], imp.get("raw_libbpf_batch_s") or 0, imp.get("bpftool_s") or 0]
+        bars = ax.bar(["nexusctl policy import\n(whole command)", "libbpf batch updates\n(kernel step alone)",
+                       "bpftool batch file\n(kernel step alone)"], vals, color=["#3b75af", "#7fa6cf", "#c44e52"])
         ax.bar_label(bars, fmt="%.1f s", fontsize=8)
         ax.set_ylim(0, max(vals) * 1.15)
         ax.set_ylabel("seconds")

@@ -352,8 +352,8 @@ def chart(doc: dict, path: Path) -> None:
     imp = pol.get("import") or {}
     if imp.get("libbpf_s") is not None:
         vals = [imp["libbpf_s"], imp.get("raw_libbpf_batch_s") or 0, imp.get("bpftool_s") or 0]
-        bars = ax.bar(["nexusctl policy import\n(whole command)", "libbpf batch updates\n(kernel step alone)",
-                       "bpftool batch file\n(kernel step alone)"], vals, color=["#3b75af", "#7fa6cf", "#c44e52"])
+        bars = ax.bar(["policy import\n(whole command)", "libbpf batch\n(kernel step)",
+                       "bpftool batch file\n(kernel step)"], vals, color=["#3b75af", "#7fa6cf", "#c44e52"])
         ax.bar_label(bars, fmt="%.1f s", fontsize=8)
         ax.set_ylim(0, max(vals) * 1.15)
         ax.set_ylabel("seconds")

@@ -39,28 +39,27 @@ struct rr_walk {
 	__u8 opt_seen;
 };
 
-/* Skip a record's owner name (labels, possibly ending in a pointer). */
-static __always_inline int skip_name(struct rr_walk *w)
+/* Skip the owner name of the record at *off (labels, possibly ending in a
+ * pointer). Shared by the cache walk and the redirect rewrite. */
+static __always_inline int skip_name(struct __sk_buff *skb, __u32 dns_off, __u32 *off, __u32 msg_len)
 {
-	__u8 b[2];
+	__u8 b;
 	int i;
 
 	for (i = 0; i < NEXUS_MAX_NAME_STEPS; i++) {
-		if (w->off >= w->msg_len)
+		if (*off >= msg_len || bpf_skb_load_bytes(skb, dns_off + *off, &b, 1))
 			return -1;
-		if (bpf_skb_load_bytes(w->skb, w->dns_off + w->off, b, 1))
-			return -1;
-		if (b[0] == 0) {
-			w->off += 1;
+		if (b == 0) {
+			*off += 1;
 			return 0;
 		}
-		if ((b[0] & DNS_LABEL_PTR_MASK) == DNS_LABEL_PTR_MASK) {
-			w->off += 2;
+		if ((b & DNS_LABEL_PTR_MASK) == DNS_LABEL_PTR_MASK) {
+			*off += 2;
 			return 0;
 		}
-		if (b[0] & DNS_LABEL_PTR_MASK)
+		if (b & DNS_LABEL_PTR_MASK)
 			return -1;
-		w->off += 1 + b[0];
+		*off += 1 + b;
 	}
 	return -1;
 }
@@ -75,7 +74,7 @@ static long rr_step(__u32 i, struct rr_walk *w)
 	if (i >= w->nrec)
 		return 1;
 	rec_start = w->off;
-	if (skip_name(w)) {
+	if (skip_name(w->skb, w->dns_off, &w->off, w->msg_len)) {
 		w->bad = 1;
 		return 1;
 	}
@@ -146,29 +145,6 @@ struct rewrite_walk {
 	__u8 bad;
 };
 
-static __always_inline int skip_name_rw(struct rewrite_walk *w)
-{
-	__u8 b;
-	int i;
-
-	for (i = 0; i < NEXUS_MAX_NAME_STEPS; i++) {
-		if (w->off >= w->msg_len || bpf_skb_load_bytes(w->skb, w->dns_off + w->off, &b, 1))
-			return -1;
-		if (b == 0) {
-			w->off += 1;
-			return 0;
-		}
-		if ((b & DNS_LABEL_PTR_MASK) == DNS_LABEL_PTR_MASK) {
-			w->off += 2;
-			return 0;
-		}
-		if (b & DNS_LABEL_PTR_MASK)
-			return -1;
-		w->off += 1 + b;
-	}
-	return -1;
-}
-
 /* One answer record per call: A (or AAAA) data becomes the rule's address,
  * the TTL is kept, the UDP checksum follows each 4-byte change. */
 static long rewrite_step(__u32 i, struct rewrite_walk *w)
@@ -179,7 +155,7 @@ static long rewrite_step(__u32 i, struct rewrite_walk *w)
 
 	if (i >= w->nrec)
 		return 1;
-	if (skip_name_rw(w) || w->off + DNS_RR_FIXED_LEN > w->msg_len ||
+	if (skip_name(w->skb, w->dns_off, &w->off, w->msg_len) || w->off + DNS_RR_FIXED_LEN > w->msg_len ||
 	    bpf_skb_load_bytes(w->skb, w->dns_off + w->off, fx, sizeof(fx))) {
 		w->bad = 1;
 		return 1;

@@ -28,7 +28,7 @@
 #define NEXUS_MAX_PENDING 4096          /* syscalls/connects in flight we remember */
 #endif
 #ifndef NEXUS_MAX_PROG_RANGES
-#define NEXUS_MAX_PROG_RANGES 32        /* JIT images of nexus programs sampling knows */
+#define NEXUS_MAX_PROG_RANGES 128       /* JIT images (functions) of nexus programs sampling knows */
 #endif
 #define NEXUS_UIO_MAXIOV 1024           /* the kernel caps sendmmsg's vlen at UIO_MAXIOV */
 #define NEXUS_IFNAMSIZ 16

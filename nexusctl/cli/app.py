@@ -56,24 +56,58 @@ def _globals(
     ctx.obj = App(config_path=config, json=json_out, dry_run=dry_run, verbose=verbose)
 
 
-def _register() -> None:
-    from nexusctl.cli import build, config, deploy, doctor, lab, maps, stats
-    for mod in (build, deploy, doctor, stats):
-        mod.register(app)
-    app.add_typer(maps.app, name="maps")
-    app.add_typer(lab.app, name="lab")
-    app.add_typer(config.app, name="config")
-    for extra in ("policy", "cache", "cert", "metrics", "enforce", "gc", "bench"):
+# Command modules, each with register(app). Only the module of the command being
+# run is imported (a command line is parsed before anything else is loaded), which
+# keeps `nexusctl status` quick; help and completion load them all.
+MODULES = ("build", "deploy", "doctor", "stats", "maps", "lab", "config", "policy", "cache", "cert",
+           "metrics", "enforce", "gc", "bench")
+COMMAND_MODULE = {"build": "build", "verify": "build", "up": "deploy", "apply": "deploy", "down": "deploy",
+                  "reload": "deploy", "status": "deploy", "doctor": "doctor", "stats": "stats", "maps": "maps",
+                  "lab": "lab", "config": "config", "policy": "policy", "cache": "cache", "cert": "cert",
+                  "ct": "cert", "metrics": "metrics", "enforce": "enforce", "gc": "gc", "bench": "bench"}
+_registered: set[str] = set()
+
+
+def _register(only: str | None = None) -> None:
+    for name in ([only] if only else MODULES):
+        if name in _registered:
+            continue
         try:
-            mod = __import__(f"nexusctl.cli.{extra}", fromlist=["register"])
+            mod = __import__(f"nexusctl.cli.{name}", fromlist=["register"])
         except ModuleNotFoundError as e:
-            if e.name != f"nexusctl.cli.{extra}":
+            if e.name != f"nexusctl.cli.{name}":
                 raise
             continue
-        mod.register(app)
+        if hasattr(mod, "register"):
+            mod.register(app)
+        else:                       # a group module exposing its Typer app
+            app.add_typer(mod.app, name=name)
+        _registered.add(name)
 
 
-_register()
+def command_word(argv: list[str]) -> str | None:
+    """The command of a (hoisted) command line: the first word after the global options."""
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        if a in GLOBAL_WITH_VALUE:
+            i += 2
+            continue
+        if a.startswith("-"):
+            i += 1
+            continue
+        return a
+    return None
+
+
+def register_for(argv: list[str]) -> None:
+    word = command_word(argv)
+    helpish = any(a in ("-h", "--help", "--install-completion", "--show-completion") for a in argv)
+    if word in COMMAND_MODULE and not (helpish and word is None) and "_TYPER_COMPLETE_ARGS" not in os.environ \
+            and not any(k.endswith("_COMPLETE") for k in os.environ):
+        _register(COMMAND_MODULE[word])
+    else:
+        _register()
 
 
 def hoist_globals(argv: list[str]) -> list[str]:
@@ -101,6 +135,7 @@ def hoist_globals(argv: list[str]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> None:
     argv = hoist_globals(list(sys.argv[1:] if argv is None else argv))
+    register_for(argv)
     want_json = "--json" in argv
     verbose = "-v" in argv or "--verbose" in argv
     err = Console(stderr=True, highlight=False, soft_wrap=True)

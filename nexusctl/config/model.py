@@ -193,11 +193,110 @@ class PolicySettings(Strict):
     max_rules: int = Field(2_097_152, ge=1024, le=16_777_216,
                            description="capacity of the rule map (changing it needs `down` + `up`)")
     synth_ttl: int = Field(60, ge=0, le=86400, description="TTL of synthesized answers")
-    bloom: bool = Field(True, description="a bloom filter in front of the rule map")
+    bloom: bool = Field(False, description="a bloom filter in front of the rule map (see docs/policy.md)")
+
+
+CERT_FLAGS = ("SHORT_VALIDITY", "WILDCARD_ABUSE", "UNKNOWN_CA", "WEAK_KEY", "DOMAIN_MISMATCH", "SELF_SIGNED",
+              "EXPIRED", "NO_CT_LOGS", "REVOKED", "DGA_DOMAIN")
+CERT_WEIGHTS = {"REVOKED": 100, "WILDCARD_ABUSE": 60, "EXPIRED": 50, "DOMAIN_MISMATCH": 50, "WEAK_KEY": 40,
+                "SELF_SIGNED": 40, "UNKNOWN_CA": 30, "DGA_DOMAIN": 30, "NO_CT_LOGS": 20, "SHORT_VALIDITY": 10}
+CERT_MAX_DER = 16384                   # NEXUS_CERT_MAX_DER in bpf/include/nexus_cert.h
+
+
+def _config_relative(v: Path | None, info: ValidationInfo) -> Path | None:
+    base = (info.context or {}).get("base_dir")
+    if v is not None and not v.is_absolute() and base is not None:
+        v = Path(base) / v
+    return v
+
+
+class CertThresholds(Strict):
+    warn: int = Field(40, ge=1, le=100, description="threat level (0-100) at or above which the verdict is warn")
+    block: int = Field(80, ge=1, le=100, description="threat level at or above which the verdict is block")
+    short_validity_hours: int = Field(72, ge=1, le=876_000, description="SHORT_VALIDITY below this lifetime")
+    min_rsa_bits: int = Field(2048, ge=512, le=16384, description="WEAK_KEY: RSA/DSA keys below this")
+    min_ec_bits: int = Field(256, ge=160, le=571, description="WEAK_KEY: EC keys below this")
+
+    @model_validator(mode="after")
+    def _order(self) -> "CertThresholds":
+        if self.warn > self.block:
+            raise ValueError(f"warn ({self.warn}) must not exceed block ({self.block})")
+        return self
 
 
 class Cert(Strict):
+    """The certificate observer (uprobes on OpenSSL 3) and its agent, `nexusctl cert watch`."""
     enabled: bool = False
+    libraries: list[str] = Field(default_factory=list, description=(
+        "OpenSSL 3 libraries (paths or globs) to probe; empty: libssl.so.3 and libcrypto.so.3 "
+        "found in the usual library directories"))
+    probe_io: bool = Field(True, description=(
+        "also mark threads inside SSL_read/SSL_peek/SSL_write(_ex), where handshakes run implicitly; "
+        "false: only SSL_do_handshake/SSL_connect/SSL_accept (cheaper for busy TLS servers)"))
+    max_der: int = Field(8192, ge=256, le=CERT_MAX_DER, description="DER bytes copied per certificate")
+    ring_buffer_kib: int = Field(1024, ge=16, le=262144, description="ring buffer size (power of two)")
+    dedup_window: int = Field(300, ge=0, le=86400, description=(
+        "seconds during which a process sending the same certificate again sends only its key; 0: off"))
+    max_threads: int = Field(16384, ge=64, le=1_048_576, description="threads/SSL objects tracked (LRU)")
+    max_verdicts: int = Field(65536, ge=64, le=4_194_304, description="verdicts kept in the pinned maps (LRU)")
+    trust_store: Path = Field(Path("/etc/ssl/certs/ca-certificates.crt"), description=(
+        "PEM bundle, or a directory of PEM/DER files: the CAs that are not UNKNOWN_CA"))
+    revocation: Path | None = Field(None, description=(
+        "REVOKED: a text file of sha256:HEX / serial:HEX lines, or a CRL (PEM or DER)"))
+    events_file: Path | None = Field(None, description="verdicts log (JSON lines); default <state_dir>/cert-events.jsonl")
+    events_keep: int = Field(10000, ge=10, le=10_000_000, description="events kept in events_file")
+    weights: dict[str, int] = Field(default_factory=lambda: dict(CERT_WEIGHTS), description=(
+        "threat points per flag (the threat level is their sum, capped at 100)"))
+    thresholds: CertThresholds = Field(default_factory=CertThresholds)
+
+    @field_validator("libraries")
+    @classmethod
+    def _libs(cls, v: list[str]) -> list[str]:
+        for p in v:
+            if not p.startswith("/"):
+                raise ValueError(f"{p!r} must be an absolute path or glob")
+        return v
+
+    @field_validator("ring_buffer_kib")
+    @classmethod
+    def _pow2(cls, v: int) -> int:
+        if v & (v - 1):
+            raise ValueError(f"{v} is not a power of two")
+        return v
+
+    @field_validator("weights")
+    @classmethod
+    def _weights(cls, v: dict[str, int]) -> dict[str, int]:
+        out = dict(CERT_WEIGHTS)
+        for k, w in v.items():
+            if k not in CERT_FLAGS:
+                raise ValueError(f"{k!r} is not a flag; flags: {', '.join(CERT_FLAGS)}")
+            if not 0 <= int(w) <= 100:
+                raise ValueError(f"weight of {k} must be 0-100")
+            out[k] = int(w)
+        return out
+
+    @field_validator("trust_store", "revocation", "events_file")
+    @classmethod
+    def _rel(cls, v: Path | None, info: ValidationInfo) -> Path | None:
+        return _config_relative(v, info)
+
+
+class Ct(Strict):
+    """Certificate Transparency: which logs count, the policy, and enforcement."""
+    log_list: Path | None = Field(None, description=(
+        "log list in the Chrome v3 JSON format; unset: SCTs are counted, not verified, and "
+        "NO_CT_LOGS is not raised"))
+    min_scts: int = Field(2, ge=1, le=16, description="valid SCTs (distinct logs) a certificate needs")
+    min_scts_long: int = Field(3, ge=1, le=16, description="...when it is valid for more than 180 days")
+    min_operators: int = Field(2, ge=1, le=16, description="distinct log operators among them")
+    enforce: Literal["audit", "kill"] = Field("audit", description=(
+        "kill: SIGKILL a process parsing a certificate the agent already judged block"))
+
+    @field_validator("log_list")
+    @classmethod
+    def _rel(cls, v: Path | None, info: ValidationInfo) -> Path | None:
+        return _config_relative(v, info)
 
 
 def parse_listen(v: str) -> tuple[str, int]:
@@ -344,6 +443,7 @@ class Config(Strict):
     policies: list[PolicyRule] = Field(default_factory=list)
     blocklists: list[Blocklist] = Field(default_factory=list)
     cert: Cert = Field(default_factory=Cert)
+    ct: Ct = Field(default_factory=Ct)
     metrics: Metrics = Field(default_factory=Metrics)
     enforce: Enforce = Field(default_factory=Enforce)
 

@@ -8,7 +8,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from nexusctl.config.model import Interface
 from nexusctl.engine import maplayout, observe
 from nexusctl.engine.actions import Action, Ctx
 from nexusctl.engine.build import file_sha256
@@ -17,7 +16,7 @@ from nexusctl.features.base import ObjectSpec
 from nexusctl.errors import OperationFailed, Unsupported
 from nexusctl.tools.runner import reraise_libbpf
 
-STAGING_PREFIX = "staging_"   # a pin being swapped in; never listed
+from nexusctl.engine.observe import STAGING_PREFIX  # noqa: E402,F401 (re-exported)
 TC_PREF = 21357          # our fixed tc filter priority: `tc filter replace` then replaces, never stacks
 TC_HANDLE = "0x1"
 DEFAULT_BPFFS = Path("/sys/fs/bpf")

@@ -7,6 +7,8 @@ from pathlib import Path
 
 from nexusctl.tools.runner import Runner, netns_path
 
+STAGING_PREFIX = "staging_"   # a pin being swapped in (pinned beside, then renamed over); never listed
+
 BPF_FS = "bpf"
 XDP_MODES = {1: "native", 2: "generic", 3: "offload", 4: "multi"}
 NEXUS_PROG_PREFIX = "nexus_"
@@ -135,3 +137,22 @@ def tc_filters(runner: Runner, ifname: str, netns: str | None, direction: str) -
         out.append({"pref": f.get("pref"), "handle": opts.get("handle"), "prog_id": prog.get("id"),
                     "prog_name": prog.get("name", ""), "bpf_name": opts.get("bpf_name", "")})
     return out
+
+
+def pinned_programs(runner: Runner, progs_dir: Path):
+    """(pin, fd) for each program pinned in progs_dir, sorted, staging pins skipped.
+    Each fd is open only during its turn of the loop."""
+    if not progs_dir.exists():
+        return
+    L = runner.libbpf
+    for pin in sorted(progs_dir.iterdir()):
+        if pin.name.startswith(STAGING_PREFIX):
+            continue
+        try:
+            fd = L.obj_get(str(pin))
+        except OSError:
+            continue
+        try:
+            yield pin, fd
+        finally:
+            os.close(fd)

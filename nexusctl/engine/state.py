@@ -11,11 +11,11 @@ import errno
 import fcntl
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from nexusctl.errors import Locked, OperationFailed
+from nexusctl.fsutil import atomic_write
 
 STATE_VERSION = 1
 
@@ -62,20 +62,7 @@ class State:
         return self.data["links"]
 
     def save(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".state.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump(self.data, f, indent=1, sort_keys=True)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
-            raise
+        atomic_write(self.path, json.dumps(self.data, indent=1, sort_keys=True).encode())
 
     def remove(self) -> None:
         try:

@@ -193,24 +193,14 @@ class WriteProgRanges(Action):
         return btf.resolve(member[1]).extra[2]
 
     def _wanted(self, ctx: Ctx) -> bytes:
-        from nexusctl.engine.kernel import STAGING_PREFIX
+        from nexusctl.engine import observe
         L = ctx.runner.libbpf
         layout = self._layout()
         cap = self._capacity(layout)
         ranges = []
-        progs = pin_dirs(self.pin_root)["progs"]
-        for pin in sorted(progs.iterdir()) if progs.exists() else []:
-            if pin.name.startswith(STAGING_PREFIX):
-                continue
-            try:
-                fd = L.obj_get(str(pin))
-            except OSError:
-                continue
-            try:
-                pid = L.prog_info(fd)["id"]
-                ranges += [{"start": a, "end": a + n, "prog_id": pid} for a, n in L.prog_jited_ranges(fd)]
-            finally:
-                os.close(fd)
+        for _, fd in observe.pinned_programs(ctx.runner, pin_dirs(self.pin_root)["progs"]):
+            pid = L.prog_info(fd)["id"]
+            ranges += [{"start": a, "end": a + n, "prog_id": pid} for a, n in L.prog_jited_ranges(fd)]
         if len(ranges) > cap:
             ctx.warn(f"CPU samples are attributed to the first {cap} of {len(ranges)} program functions only")
             ranges = ranges[:cap]

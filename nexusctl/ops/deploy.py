@@ -1,7 +1,6 @@
 """up/apply, down, reload and status."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from nexusctl.engine import observe
@@ -152,24 +151,14 @@ def status(app) -> dict:
             {"kind": rec.get("kind"), "target": rec.get("target"), "mode": None, "prog_id": prog_id,
              "link": name})
 
-    if dirs["progs"].exists():
-        for pin in sorted(dirs["progs"].iterdir()):
-            if pin.name.startswith(STAGING_PREFIX):
-                continue
-            try:
-                fd = L.obj_get(str(pin))
-            except OSError:
-                continue
-            try:
-                info = L.prog_info(fd)
-            finally:
-                os.close(fd)
-            out["programs"].append({
-                "name": pin.name, "type": info["type"], "id": info["id"], "tag": info["tag"],
-                "object": PROGRAM_OBJECT.get(pin.name), "verified_insns": info["verified_insns"],
-                "run_cnt": info["run_cnt"], "run_time_ns": info["run_time_ns"],
-                "attachments": [{k: v for k, v in a.items() if k != "prog_id"} for a in by_prog.get(info["id"], [])],
-            })
+    for pin, fd in observe.pinned_programs(app.runner, dirs["progs"]):
+        info = L.prog_info(fd)
+        out["programs"].append({
+            "name": pin.name, "type": info["type"], "id": info["id"], "tag": info["tag"],
+            "object": PROGRAM_OBJECT.get(pin.name), "verified_insns": info["verified_insns"],
+            "run_cnt": info["run_cnt"], "run_time_ns": info["run_time_ns"],
+            "attachments": [{k: v for k, v in a.items() if k != "prog_id"} for a in by_prog.get(info["id"], [])],
+        })
     if dirs["maps"].exists():
         for pin in sorted(dirs["maps"].iterdir()):
             info = observe.pinned_map(app.runner, pin)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import time
 from dataclasses import dataclass
@@ -316,13 +317,8 @@ def lab_down(app) -> dict:
             p.unlink()
         spec.run_dir.rmdir()
     if spec.state_dir.exists():
-        for p in spec.state_dir.iterdir():
-            if p.is_file():
-                p.unlink()
-        try:
-            spec.state_dir.rmdir()
-        except OSError:
-            pass
+        # the lab's own state dir (lock, state, policy store, events): nothing else lives there
+        shutil.rmtree(spec.state_dir, ignore_errors=True)
     return {"changed": changed, **_names(spec)}
 
 

@@ -19,7 +19,7 @@ import time
 from functools import lru_cache
 from pathlib import Path
 
-from nexusctl.engine.kernel import STAGING_PREFIX
+from nexusctl.engine import observe
 from nexusctl.engine.objects import pin_dirs
 from nexusctl.tools.btf import BtfError, kernel_btf
 
@@ -271,23 +271,9 @@ def _perf_availability() -> dict[str, dict]:
 
 
 def _prog_names(app) -> dict[int, str]:
-    d = pin_dirs(app.config.pin_root)["progs"]
-    out = {}
-    if not d.exists():
-        return out
+    progs = pin_dirs(app.config.pin_root)["progs"]
     L = app.runner.libbpf
-    for pin in d.iterdir():
-        if pin.name.startswith(STAGING_PREFIX):
-            continue
-        try:
-            fd = L.obj_get(str(pin))
-        except OSError:
-            continue
-        try:
-            out[L.prog_info(fd)["id"]] = pin.name
-        finally:
-            os.close(fd)
-    return out
+    return {L.prog_info(fd)["id"]: pin.name for pin, fd in observe.pinned_programs(app.runner, progs)}
 
 
 def read_cpu(app) -> dict:
@@ -341,22 +327,10 @@ def read_cpu(app) -> dict:
 def read_programs(app) -> dict[str, dict]:
     """{pinned program: {"id", "type", "run_cnt", "run_time_ns"}} (the kernel counts
     runs and time only while BPF run-time stats are on)."""
-    d = pin_dirs(app.config.pin_root)["progs"]
-    out = {}
-    if not d.exists():
-        return out
     L = app.runner.libbpf
-    for pin in sorted(d.iterdir()):
-        if pin.name.startswith(STAGING_PREFIX):
-            continue
-        try:
-            fd = L.obj_get(str(pin))
-        except OSError:
-            continue
-        try:
-            i = L.prog_info(fd)
-        finally:
-            os.close(fd)
+    out = {}
+    for pin, fd in observe.pinned_programs(app.runner, pin_dirs(app.config.pin_root)["progs"]):
+        i = L.prog_info(fd)
         out[pin.name] = {"id": i["id"], "type": i["type"], "run_cnt": i["run_cnt"], "run_time_ns": i["run_time_ns"]}
     return out
 

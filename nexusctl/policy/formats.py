@@ -48,6 +48,17 @@ class _Collector:
             raise UsageError(msg, "fix the line, or import without --strict to skip bad lines")
         self.out.problems.append(msg)
 
+    def add_many(self, attrs: Attrs, patterns: list[str], lines: list[int]) -> None:
+        """Patterns already known to be plain lower-case names (no further checks)."""
+        if not patterns:
+            return
+        g = self._groups.get(attrs)
+        if g is None:
+            g = self._groups[attrs] = Group(attrs, [], [])
+            self.out.groups.append(g)
+        g.patterns.extend(patterns)
+        g.lines.extend(lines)
+
     def add(self, attrs: Attrs, pattern: str, line: int) -> None:
         try:
             p = validate_pattern(pattern)
@@ -77,15 +88,34 @@ def _read(path: Path) -> str:
         raise UsageError(f"{path}:{line}: not UTF-8 text", "convert the list to UTF-8") from None
 
 
+# A plain name, already lower case: what nearly every line of a big list is. Lines
+# that do not match go through the full check (comments, wildcards, errors).
+PLAIN_NAME = re.compile(r"(?:[a-z0-9_-]{1,63}\.)*[a-z0-9_-]{1,63}")
+PLAIN_MAX = 253
+
+
 def parse_domains(text: str, c: _Collector, attrs: Attrs) -> None:
-    for n, line in enumerate(text.splitlines(), 1):
-        s = line.split("#", 1)[0].strip()
+    fast = PLAIN_NAME.fullmatch
+    lines = text.splitlines()
+    good, good_lines = [], []
+    for n, s in enumerate(lines, 1):
+        if len(s) <= PLAIN_MAX and fast(s):
+            good.append(s)
+            good_lines.append(n)
+            continue
+        s = s.split("#", 1)[0].strip()
         if not s or s.startswith(";"):
             continue
         if len(s.split()) != 1:
             c.problem(n, f"expected one name, got {s!r}")
             continue
-        c.add(attrs, s, n)
+        low = s.lower().rstrip(".")
+        if len(low) <= PLAIN_MAX and fast(low):
+            good.append(low)
+            good_lines.append(n)
+        else:
+            c.add(attrs, s, n)
+    c.add_many(attrs, good, good_lines)
 
 
 def parse_hosts(text: str, c: _Collector, attrs: Attrs) -> None:
@@ -146,7 +176,11 @@ def parse_rpz(text: str, c: _Collector, attrs: Attrs) -> None:
     import dns.zone
 
     try:
-        zone = dns.zone.from_text(text, origin=None, relativize=True, check_origin=False)
+        try:
+            zone = dns.zone.from_text(text, origin=None, relativize=True, check_origin=False)
+        except dns.zone.UnknownOrigin:
+            # no $ORIGIN: owners are relative to whatever the policy zone is called
+            zone = dns.zone.from_text(text, origin="rpz.invalid.", relativize=True, check_origin=False)
     except dns.exception.SyntaxError as e:
         line = getattr(e, "kwargs", {}).get("line") or _line_of(str(e))
         c.problem(line or 1, f"not a zone file: {e}")
@@ -169,9 +203,9 @@ def parse_rpz(text: str, c: _Collector, attrs: Attrs) -> None:
         aaaa = node.get_rdataset(dns.rdataclass.IN, dns.rdatatype.AAAA)
         if cname:
             target = cname[0].target.to_text()
-            if target == "@" or target == ".":
+            if target in ("@", ".", ""):
                 c.add(Attrs.make("block", attrs.priority, None, attrs.qtypes, "nxdomain"), pattern, line)
-            elif target == "*":
+            elif target in ("*", "*."):
                 c.add(Attrs.make("block", attrs.priority, None, attrs.qtypes, "nodata"), pattern, line)
             elif target.startswith("rpz-passthru"):
                 c.add(Attrs.make("allow", attrs.priority, None, attrs.qtypes), pattern, line)

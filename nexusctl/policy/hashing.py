@@ -72,14 +72,19 @@ def keys_for_names(names: list[str], kinds: int | list[int], seeds: tuple[int, i
     sstarts = starts[order]
     corder = np.argsort(per_name, kind="stable")
     scount = per_name[corder]
-    out = np.empty((n, 2), dtype=np.uint64)
+    lanes = ((seeds[0], P1), (seeds[1], P2))
     with np.errstate(over="ignore"):
-        for lane, (seed, p) in enumerate(((seeds[0], P1), (seeds[1], P2))):
+        # label hashes, both lanes from one gather per column; labels sorted by
+        # length, so "labels longer than j" is a tail slice
+        hs = [(np.uint64(seed) ^ slens.astype(np.uint64)) * np.uint64(p) for seed, p in lanes]
+        for j in range(int(slens[-1]) if len(slens) else 0):
+            first = int(np.searchsorted(slens, j, side="right"))
+            col = arr[sstarts[first:] + j].astype(np.uint64)
+            for (seed, p), h in zip(lanes, hs):
+                h[first:] = (h[first:] ^ col) * np.uint64(p)
+        out = np.empty((n, 2), dtype=np.uint64)
+        for lane, ((seed, p), h) in enumerate(zip(lanes, hs)):
             P = np.uint64(p)
-            h = (np.uint64(seed) ^ slens.astype(np.uint64)) * P
-            for j in range(int(slens[-1]) if len(slens) else 0):
-                first = int(np.searchsorted(slens, j, side="right"))   # labels longer than j
-                h[first:] = (h[first:] ^ arr[sstarts[first:] + j].astype(np.uint64)) * P
             lh = np.empty_like(h)
             lh[order] = h
             # fold from each name's top label down

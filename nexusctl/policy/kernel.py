@@ -172,18 +172,18 @@ class PolicyKernel:
             for src in sources:
                 for g in src.groups:
                     rule_id += 1
-                    by_kind: dict[str, list[tuple[str, int]]] = {EXACT: [], WILDCARD: [], PREFIX: []}
-                    for p in g.patterns:
-                        kind, body = pattern_kind(p)
-                        by_kind[kind].append((body, len(p)))
+                    by_kind = split_kinds(g.patterns)
                     for kind in (EXACT, WILDCARD):
-                        items = by_kind[kind]
-                        if not items:
+                        names, plens = by_kind[kind]
+                        if not names:
                             continue
+                        items = names
                         t = time.monotonic()
-                        names = [b for b, _ in items]
                         keys = hashing.keys_for_names(names, KINDS[kind], seeds)
-                        lens = np.fromiter((n for _, n in items), dtype=np.uint16, count=len(items))
+                        if plens is None:          # exact names: the pattern is the body
+                            lens = np.fromiter(map(len, names), dtype=np.uint16, count=len(names))
+                        else:
+                            lens = np.asarray(plens, dtype=np.uint16)
                         vals = self._values(g.attrs, lens, rule_id)
                         hash_s += time.monotonic() - t
                         t = time.monotonic()
@@ -197,11 +197,11 @@ class PolicyKernel:
                             for i in range(len(items)):
                                 bloom_m.push(keys[i * KEY_SIZE:(i + 1) * KEY_SIZE])
                         if g.attrs.action == "allow":
-                            for i, (body, _) in enumerate(items):
+                            for i, body in enumerate(names):
                                 allows[keys[i * KEY_SIZE:(i + 1) * KEY_SIZE]] = wire(body)
                         fill_s += time.monotonic() - t
                         n_rules += len(items)
-                    for body, plen in by_kind[PREFIX]:
+                    for body, plen in zip(*by_kind[PREFIX]):
                         prefixes[body] = (g.attrs, plen)
             self._fill_prefixes(prefix_m, prefixes)
             # allow rules' patterns first: the verify map is shared by both generations
@@ -306,6 +306,19 @@ class PolicyKernel:
             found = m.delete(key)
         self.maps["nexus_pol_verify"].delete(key)
         return found           # the bloom keeps the key: a harmless "maybe" for that suffix
+
+
+def split_kinds(patterns: list[str]) -> dict[str, tuple[list[str], list[int]]]:
+    """(bodies, pattern lengths) per kind. Patterns are already validated: one
+    without '*' is an exact name, which is nearly every one in a big list."""
+    out: dict[str, tuple[list[str], list[int]]] = {EXACT: ([], []), WILDCARD: ([], []), PREFIX: ([], [])}
+    if not any("*" in p for p in patterns):
+        return {**out, EXACT: (patterns, None)}
+    for p in patterns:
+        kind, body = pattern_kind(p) if "*" in p else (EXACT, p)
+        out[kind][0].append(body)
+        out[kind][1].append(len(p))
+    return out
 
 
 def address_family(addr: str) -> int:

@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from nexusctl.fsutil import atomic_write
 from nexusctl.policy.rules import Attrs, Group
 
 NAME_RE = re.compile(r"[^A-Za-z0-9_-]+")
@@ -37,23 +36,6 @@ class Source:
 
 def policy_dir(state_dir: Path) -> Path:
     return Path(state_dir) / "policy"
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
 
 
 def _attrs_json(a: Attrs) -> dict:
@@ -82,7 +64,7 @@ def load_runtime(state_dir: Path) -> dict[str, Attrs]:
 
 def save_runtime(state_dir: Path, rules: dict[str, Attrs]) -> None:
     doc = {"rules": [{"pattern": p, **_attrs_json(a)} for p, a in sorted(rules.items())]}
-    _atomic_write(runtime_path(state_dir), json.dumps(doc, indent=1).encode())
+    atomic_write(runtime_path(state_dir), json.dumps(doc, indent=1).encode())
 
 
 # ---------------------------------------------------------------- imports
@@ -100,11 +82,11 @@ def save_import(state_dir: Path, name: str, groups: list[Group], meta: dict) -> 
     The .list is written first; the .json, which names it, last: a torn import is not seen."""
     d = imports_dir(state_dir)
     body = "\n".join(p for g in groups for p in g.patterns).encode()
-    _atomic_write(d / f"{name}.list", body)
+    atomic_write(d / f"{name}.list", body)
     head = {"name": name, **meta, "groups": [{"attrs": _attrs_json(g.attrs), "count": len(g.patterns)}
                                              for g in groups],
             "sha256": hashlib.sha256(body).hexdigest()}
-    _atomic_write(d / f"{name}.json", json.dumps(head, indent=1).encode())
+    atomic_write(d / f"{name}.json", json.dumps(head, indent=1).encode())
 
 
 def load_imports(state_dir: Path) -> list[Source]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import errno
+import functools
 import os
 import struct
 from ctypes import Structure, c_int, c_long, c_uint16, c_uint32, c_uint64
@@ -113,6 +114,21 @@ def _pmu_type(pmu: Path) -> int:
 
 def elf_symbol_offset(path: str, symbol: str) -> int:
     """File offset of a function symbol in an ELF shared object (for the uprobe PMU)."""
+    offsets = elf_function_offsets(path)
+    if symbol not in offsets:
+        raise PerfError(errno.ENOENT, f"symbol {symbol} not found in {path}")
+    return offsets[symbol]
+
+
+def elf_function_offsets(path: str) -> dict[str, int]:
+    """{function name: file offset} of the defined functions in an ELF object's
+    .symtab/.dynsym (version suffixes dropped), cached while the file is unchanged."""
+    st = os.stat(path)
+    return _elf_function_offsets(os.path.realpath(path), st.st_ino, st.st_mtime_ns, st.st_size)
+
+
+@functools.lru_cache(maxsize=16)
+def _elf_function_offsets(path: str, _ino: int, _mtime: int, _size: int) -> dict[str, int]:
     with open(path, "rb") as f:
         data = f.read()
     if data[:4] != b"\x7fELF" or data[4] != 2:
@@ -120,37 +136,48 @@ def elf_symbol_offset(path: str, symbol: str) -> int:
     e_phoff, e_shoff = struct.unpack_from("<QQ", data, 0x20)
     e_phentsize, e_phnum, e_shentsize, e_shnum = struct.unpack_from("<HHHH", data, 0x36)
     sections = [struct.unpack_from("<IIQQQQIIQQ", data, e_shoff + i * e_shentsize) for i in range(e_shnum)]
-    value = None
+    loads = []
+    for i in range(e_phnum):
+        p_type, _, p_offset, p_vaddr, _, p_filesz, _, _ = struct.unpack_from("<IIQQQQQQ", data,
+                                                                           e_phoff + i * e_phentsize)
+        if p_type == 1:                                              # PT_LOAD
+            loads.append((p_vaddr, p_filesz, p_offset))
+
+    def file_offset(value: int) -> int:
+        for vaddr, filesz, offset in loads:
+            if vaddr <= value < vaddr + filesz:
+                return value - vaddr + offset
+        return value
+
+    out: dict[str, int] = {}
     for sh in sections:
         if sh[1] not in (2, 11):          # SHT_SYMTAB, SHT_DYNSYM
             continue
-        strtab = sections[sh[6]]
-        s_off = strtab[4]
+        s_off = sections[sh[6]][4]
         for off in range(sh[4], sh[4] + sh[5], 24):
             st_name, st_info, _, st_shndx, st_value, _ = struct.unpack_from("<IBBHQQ", data, off)
             if st_shndx == 0 or (st_info & 0xF) not in (2, 10):   # STT_FUNC, STT_GNU_IFUNC
                 continue
             end = data.index(b"\0", s_off + st_name)
-            name = data[s_off + st_name:end].decode(errors="replace")
-            if name == symbol or name.split("@")[0] == symbol:
-                value = st_value
-                break
-        if value is not None:
-            break
-    if value is None:
-        raise PerfError(errno.ENOENT, f"symbol {symbol} not found in {path}")
-    for i in range(e_phnum):
-        p_type, p_flags, p_offset, p_vaddr, _, p_filesz, _, _ = struct.unpack_from("<IIQQQQQQ", data,
-                                                                                 e_phoff + i * e_phentsize)
-        if p_type == 1 and p_vaddr <= value < p_vaddr + p_filesz:    # PT_LOAD
-            return value - p_vaddr + p_offset
-    return value
+            name = data[s_off + st_name:end].decode(errors="replace").split("@")[0]
+            out.setdefault(name, file_offset(st_value))
+    return out
+
+
+def uprobe_retprobe_config() -> int:
+    """The uprobe PMU's config bit that makes a return probe (format/retprobe, "config:0")."""
+    try:
+        fmt = (UPROBE_PMU / "format" / "retprobe").read_text().strip()
+        return 1 << int(fmt.split(":", 1)[1])
+    except (OSError, ValueError, IndexError):
+        return 1
 
 
 def open_uprobe(path: str, offset: int, retprobe: bool = False, pid: int = -1, cpu: int = 0) -> int:
     ptype = _pmu_type(UPROBE_PMU)
     cpath = ctypes.create_string_buffer(os.fsencode(path))
-    attr = perf_event_attr(type=ptype, config=1 if retprobe else 0, sample_period=1, wakeup_events=1)
+    attr = perf_event_attr(type=ptype, config=uprobe_retprobe_config() if retprobe else 0, sample_period=1,
+                           wakeup_events=1)
     attr.config1 = ctypes.addressof(cpath)
     attr.config2 = offset
     # pid -1 with cpu 0 would be per-CPU; a uprobe on every process needs pid -1 and cpu 0..n,

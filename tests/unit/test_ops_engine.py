@@ -151,7 +151,8 @@ def _commands(group, path=()):
 
 
 def test_every_command_has_man_style_help_with_examples():
-    from nexusctl.cli.app import app
+    from nexusctl.cli.app import _register, app
+    _register()
     root = typer.main.get_command(app)
     missing = []
     runner = CliRunner()

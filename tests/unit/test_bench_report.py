@@ -207,16 +207,16 @@ def test_lab_id_never_the_contract_names(monkeypatch):
     assert bench.lab_id_for() == "zz"
 
 
-def test_bench_config_never_limits_blocks_dga_and_drops_metrics(tmp_path):
+def test_bench_config_never_limits_blocks_dga_and_keeps_only_the_dns_programs(tmp_path):
     lab_cfg = tmp_path / "nexus.yaml"
     lab_cfg.write_text("pin_root: /sys/fs/bpf/nexus-zz\ndns:\n  rate_limit:\n    rate: 2000\n    burst: 4000\n"
-                       "  dga:\n    mode: count\nmetrics:\n  enabled: true\n")
+                       "  dga:\n    mode: count\nmetrics:\n  enabled: true\ncert:\n  enabled: true\n")
     lab = bench.BenchLab.__new__(bench.BenchLab)
     lab.lab_config = lab_cfg
     cfg = load_config_text(lab.bench_config_text())
     assert cfg.dns.rate_limit.enabled and cfg.dns.rate_limit.rate == bench.NEVER_LIMITED
     assert cfg.dns.rate_limit.burst == bench.NEVER_LIMITED
-    assert cfg.dns.dga.mode == "block" and not cfg.metrics.enabled
+    assert cfg.dns.dga.mode == "block" and not cfg.metrics.enabled and not cfg.cert.enabled
     assert str(cfg.pin_root) == "/sys/fs/bpf/nexus-zz"
 
 

@@ -727,12 +727,13 @@ def _import_vs_bpftool(lab: BenchLab, n: int) -> dict:
                                     L.BPF_F_NO_PREALLOC))
         L.obj_pin(fds[0], str(pin))
         empty = _memlock(fds[1])
-        # the bloom filter in front of the rules is sized by max_rules, whatever the rule count
-        bfd = L.map_create(L.MAP_BLOOM_FILTER, "nexus_bench_b", 0, KEY_SIZE, cfg.policy.max_rules, 0,
-                           BLOOM_HASHES)
-        fds.append(bfd)
-        out["bloom_bytes"] = _memlock(bfd)
         out["rule_map_empty_bytes"] = empty
+        if cfg.policy.bloom:
+            # the bloom filter in front of the rules is sized by max_rules, whatever the rule count
+            bfd = L.map_create(L.MAP_BLOOM_FILTER, "nexus_bench_b", 0, KEY_SIZE, cfg.policy.max_rules, 0,
+                               BLOOM_HASHES)
+            fds.append(bfd)
+            out["bloom_bytes"] = _memlock(bfd)
         vhex = value.hex(" ")
         with batch.open("w") as f:
             for i in range(n):
@@ -763,7 +764,8 @@ def scenario_policy(lab: BenchLab, p: Params) -> dict:
     except ImportError:
         return {"status": "pending",
                 "reason": "the policy engine's user-space side (nexusctl/policy) is not on this branch yet"}
-    out: dict = {"rate_pps": p.rate, "rounds": p.policy_rounds, "zone": POLICY_ZONE, "lookup": [], "import": {}}
+    out: dict = {"rate_pps": p.rate, "rounds": p.policy_rounds, "zone": POLICY_ZONE, "lookup": [], "import": {},
+                 "bloom": lab.app.config.policy.bloom}
     try:
         for n in p.policy_sizes:
             lab.progress(f"policy: import {n:,} domains")
@@ -805,7 +807,8 @@ def scenario_policy(lab: BenchLab, p: Params) -> dict:
         # largest set loaded), what the map costs empty (its buckets, sized by policy.max_rules),
         # and the bloom filter (also sized by max_rules)
         mem = {"rule_map_empty_bytes": cmp.get("rule_map_empty_bytes"), "bloom_bytes": cmp.get("bloom_bytes"),
-               "scratch_bytes_per_rule": cmp.get("bytes_per_rule"), "max_rules": lab.app.config.policy.max_rules}
+               "bloom": lab.app.config.policy.bloom, "scratch_bytes_per_rule": cmp.get("bytes_per_rule"),
+               "max_rules": lab.app.config.policy.max_rules}
         if big.get("memory_bytes") and small.get("memory_bytes") and big["rules"] > small["rules"]:
             mem["bytes_per_rule"] = round((big["memory_bytes"] - small["memory_bytes"]) /
                                           (big["rules"] - small["rules"]), 1)

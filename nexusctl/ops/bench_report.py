@@ -189,6 +189,8 @@ def rows(doc: dict) -> list[dict]:
             mem = pol.get("memory") or {}
             fixed = [f"{what} {mem[k] / (1 << 20):.0f} MiB" for what, k in
                      (("empty rule map", "rule_map_empty_bytes"), ("bloom filter", "bloom_bytes")) if mem.get(k)]
+            if mem.get("bloom") is False:
+                fixed.append("no bloom filter (policy.bloom: false)")
             add(name, "kernel memory per rule (rule map growth, memlock)", f"{pol['bytes_per_rule']:.0f} B"
                 + (f"; fixed, sized by policy.max_rules={mem.get('max_rules', 0):,}: {', '.join(fixed)}"
                    if fixed else ""))

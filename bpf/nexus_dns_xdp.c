@@ -138,7 +138,6 @@ int nexus_dns_xdp(struct xdp_md *ctx)
 	s = get_scratch();
 	if (!cfg || !s)
 		return XDP_PASS;
-	now = bpf_ktime_get_ns();
 	count(NEXUS_CNT_PACKETS);
 
 	m = &s->m;
@@ -163,7 +162,8 @@ int nexus_dns_xdp(struct xdp_md *ctx)
 		count(NEXUS_CNT_PASS_TCP);
 		return XDP_PASS;
 	}
-	/* UDP to a DNS port from here on. */
+	/* UDP to a DNS port from here on: only now is the clock worth reading. */
+	now = bpf_ktime_get_ns();
 	if (l4 < 0 || m->is_fragment)
 		return malformed(cfg);
 

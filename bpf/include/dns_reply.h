@@ -31,6 +31,23 @@ static __always_inline void swap_mac(struct ethhdr *eth)
 	__builtin_memcpy(eth->h_dest, tmp, ETH_ALEN);
 }
 
+#define PKT_OFF_MASK 4095               /* > any offset an answer writes at */
+
+/* A pointer to len bytes at off in the packet, or NULL: for direct stores. */
+static __always_inline __u8 *pkt_at(struct xdp_md *ctx, __u32 off, const __u32 len)
+{
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	__u8 *p;
+
+	if (off > PKT_OFF_MASK)
+		return 0;
+	p = data + bounded(off, PKT_OFF_MASK);
+	if ((void *)(p + len) > end)
+		return 0;
+	return p;
+}
+
 static __always_inline __u16 ipv4_csum(struct iphdr *iph)
 {
 	__u16 *w = (__u16 *)iph;
@@ -69,6 +86,7 @@ __noinline int dns_reply(struct xdp_md *ctx, struct nexus_scratch *s, const stru
 	__u16 rflags, udp_len, edns_size;
 	void *data, *data_end;
 	struct ethhdr *eth;
+	__u8 *p;
 	struct udphdr *udp;
 	struct dnshdr *dns;
 	int delta;
@@ -126,23 +144,37 @@ __noinline int dns_reply(struct xdp_md *ctx, struct nexus_scratch *s, const stru
 		if (off + 4 > data_len)
 			return REPLY_DAMAGED;     /* checked above; keeps the verifier's bound */
 		ttl = val->ttl_orig[i] > age ? val->ttl_orig[i] - (__u32)age : 0;
-		be = bpf_htonl(ttl);
-		if (bpf_xdp_store_bytes(ctx, dns_off + ans_off + off, &be, sizeof(be)))
+		p = pkt_at(ctx, dns_off + ans_off + off, sizeof(be));
+		if (!p)
 			return REPLY_DAMAGED;
+		p[0] = ttl >> 24;                     /* direct stores: cheaper than a helper call */
+		p[1] = ttl >> 16;
+		p[2] = ttl >> 8;
+		p[3] = ttl;
 		sum += csum_u32(ttl, ans_off + off);
 	}
 	if (opt_len) {
-		__u8 opt[DNS_OPT_RR_LEN] = {};
 		__u32 o = ans_off + data_len;
+		__u8 do_flag = q->do_bit ? (EDNS_DO_BIT >> 8) : 0;
 
 		edns_size = s->edns_udp_size ? s->edns_udp_size : DEFAULT_EDNS_UDP_SIZE;
-		opt[2] = DNS_TYPE_OPT;
-		opt[3] = edns_size >> 8;
-		opt[4] = edns_size & 0xff;
-		opt[7] = q->do_bit ? (EDNS_DO_BIT >> 8) : 0;
-		if (bpf_xdp_store_bytes(ctx, dns_off + o, opt, sizeof(opt)))
+		p = pkt_at(ctx, dns_off + o, DNS_OPT_RR_LEN);
+		if (!p)
 			return REPLY_DAMAGED;
-		sum += csum_u16(DNS_TYPE_OPT, o + 1) + csum_u16(edns_size, o + 3) + csum_byte(opt[7], o + 7);
+		/* root owner, TYPE OPT, CLASS = our UDP size, TTL = ext-rcode 0,
+		 * version 0, flags (DO), RDLENGTH 0 */
+		p[0] = 0;
+		p[1] = 0;
+		p[2] = DNS_TYPE_OPT;
+		p[3] = edns_size >> 8;
+		p[4] = edns_size & 0xff;
+		p[5] = 0;
+		p[6] = 0;
+		p[7] = do_flag;
+		p[8] = 0;
+		p[9] = 0;
+		p[10] = 0;
+		sum += csum_u16(DNS_TYPE_OPT, o + 1) + csum_u16(edns_size, o + 3) + csum_byte(do_flag, o + 7);
 	}
 
 	data = (void *)(long)ctx->data;

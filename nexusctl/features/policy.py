@@ -68,7 +68,7 @@ class SyncPolicy(Action):
         except Exception:  # noqa: BLE001 - maps missing: not satisfied
             self.reason = "the policy maps are new"
             return False
-        if not live["active"] or live["generation"] != rec.get("generation") or live["rules"] != rec.get("rules"):
+        if not live["loaded"] or live["generation"] != rec.get("generation") or live["rules"] != rec.get("rules"):
             self.reason = "the kernel's rule set differs from the one recorded"
             return False
         return True

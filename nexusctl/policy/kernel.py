@@ -118,9 +118,16 @@ class PolicyKernel:
             return None
         return self.L.map_fd_by_id(int.from_bytes(v[:4], "little"))
 
+    def _slot_loaded(self, gen: int) -> bool:
+        fd = self._inner_fd("nexus_pol_rules", gen)
+        if fd is None:
+            return False
+        os.close(fd)
+        return True
+
     def live_counts(self) -> dict:
         st = self.state()
-        out = {"generation": st["gen"], "active": bool(st["active"])}
+        out = {"generation": st["gen"], "active": bool(st["active"]), "loaded": self._slot_loaded(st["gen"])}
         for outer, name in (("nexus_pol_rules", "rules"), ("nexus_pol_prefix", "prefix_rules")):
             fd = self._inner_fd(outer, st["gen"])
             if fd is None:
@@ -147,7 +154,7 @@ class PolicyKernel:
         t0 = time.monotonic()
         st = self.state()
         seeds = st["seed1"], st["seed2"]
-        new_gen = 1 - (st["gen"] & 1) if st["active"] else (st["gen"] & 1)
+        new_gen = 1 - (st["gen"] & 1) if self._slot_loaded(st["gen"]) else (st["gen"] & 1)
         L = self.L
         fds = {}
         try:
@@ -226,7 +233,8 @@ class PolicyKernel:
                     f"changed since the maps were created", "run `nexusctl down` then `nexusctl up` to resize") from None
             faults.step_done("policy: new generation in the idle slots")
             old_gen = st["gen"]
-            st.update(gen=new_gen, active=1)
+            # an empty set is not active: queries then skip the label hashing and the walk
+            st.update(gen=new_gen, active=int(n_rules + len(prefixes) > 0))
             self.runner.kernel_action(f"policy: generation {new_gen} live ({n_rules} rules)")
             self._write_state(st)
             faults.step_done("policy: switched")
@@ -267,11 +275,16 @@ class PolicyKernel:
     # ------------------------------------------------------------ one rule
     def _live(self) -> tuple[dict, int]:
         st = self.state()
-        if not st["active"]:
-            # no generation yet: make an empty one live
+        if not self._slot_loaded(st["gen"]):
+            # no generation yet: make an empty one the live one
             self.load([])
             st = self.state()
         return st, st["gen"]
+
+    def _activate(self, st: dict) -> None:
+        if not st["active"]:
+            st["active"] = 1
+            self._write_state(st)
 
     def add(self, pattern: str, attrs: Attrs, all_prefixes: dict[str, tuple[Attrs, int]]) -> None:
         st, gen = self._live()
@@ -280,6 +293,7 @@ class PolicyKernel:
             fd = self._inner_fd("nexus_pol_prefix", gen)
             with self.L.MapHandle(fd) as m:
                 self._fill_prefixes(m, {**all_prefixes, body: (attrs, len(pattern))})
+            self._activate(st)
             return
         key = hashing.key([x.encode() for x in body.split(".")], KINDS[kind], (st["seed1"], st["seed2"]))
         if attrs.action == "allow":
@@ -293,6 +307,7 @@ class PolicyKernel:
             if bfd is not None:
                 with self.L.MapHandle(bfd) as b:
                     b.push(key)
+        self._activate(st)
 
     def remove(self, pattern: str, all_prefixes: dict[str, tuple[Attrs, int]]) -> bool:
         st, gen = self._live()

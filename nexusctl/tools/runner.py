@@ -13,6 +13,7 @@ import json
 import os
 import re
 import shutil
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,6 +58,11 @@ class CommandFailed(OperationFailed):
         self.result = res
 
 
+def _own_programs() -> tuple[str, ...]:
+    """The Python running nexusctl and the nexusctl script beside it."""
+    return (sys.executable, str(Path(sys.executable).with_name("nexusctl")))
+
+
 def netns_path(netns: str) -> Path:
     if not NETNS_NAME.fullmatch(netns) or netns in (".", ".."):
         raise UsageError(f"{netns!r} is not a network namespace name")
@@ -95,8 +101,9 @@ class Runner:
         if isinstance(argv, (str, bytes)) or not argv:
             raise TypeError("Runner.run takes a non-empty argument list, never a shell string")
         argv = [str(a) for a in argv]
-        if argv[0] not in PACKAGES:
-            # a fixed set of tools, found on PATH: never a path or a name from input
+        if argv[0] not in PACKAGES and argv[0] not in _own_programs():
+            # a fixed set of tools, found on PATH (and nexusctl's own interpreter and entry
+            # point, which bench runs): never a path or a name from input
             raise OperationFailed(f"refusing to run {argv[0]!r}: not one of the tools nexusctl uses",
                                   "a bug in nexusctl: add the tool to PACKAGES in nexusctl/tools/runner.py")
         tool = self.which(argv[0])
@@ -114,7 +121,9 @@ class Runner:
         self.history.append(argv if not netns else ["@" + netns, *argv])
         cmd = sh.Command(full[0]).bake(_tty_out=False)
         # sh polls every 100 ms while a _timeout is armed: only arm it where a command can hang.
-        kwargs = dict(_ok_code=list(range(256)), _return_cmd=True)
+        # In the background and waited for here, so an interrupted nexusctl (Ctrl-C, or
+        # SIGTERM turned into KeyboardInterrupt) stops the command instead of leaving it running.
+        kwargs = dict(_ok_code=list(range(256)), _return_cmd=True, _bg=True, _bg_exc=False)
         if timeout:
             kwargs["_timeout"] = timeout
         if input is not None:
@@ -124,6 +133,12 @@ class Runner:
         t0 = time.monotonic()
         try:
             proc = cmd(*full[1:], **kwargs)
+            try:
+                proc.wait()
+            except BaseException as e:
+                if not isinstance(e, (sh.ErrorReturnCode, sh.TimeoutException)):
+                    _stop(proc)
+                raise
             res = CmdResult(argv, proc.exit_code, _text(proc.stdout), _text(proc.stderr),
                             time.monotonic() - t0)
         except sh.TimeoutException:
@@ -177,6 +192,20 @@ class Runner:
         if self.verbose:
             self.log(f"# {text}")
         self.history.append(["#", text])
+
+
+def _stop(proc, grace: float = 2.0) -> None:
+    """SIGTERM a command we stopped waiting for, SIGKILL if it lingers."""
+    try:
+        proc.terminate()
+        proc.wait(timeout=grace)
+    except sh.TimeoutException:
+        try:
+            proc.kill()
+        except ProcessLookupError:
+            pass
+    except Exception:  # noqa: BLE001 - it exited meanwhile (any exit status): nothing left to stop
+        pass
 
 
 def _text(b) -> str:

@@ -81,6 +81,12 @@ def test_the_runner_runs_only_the_tools_it_knows(argv0):
         Runner().run([argv0, "-c", "id"])
 
 
+def test_the_runner_also_runs_nexusctl_itself():
+    """bench times nexusctl as a user runs it: the interpreter running nexusctl is allowed."""
+    res = Runner().run([sys.executable, "-c", "print('ok')"])
+    assert res.stdout.strip() == "ok"
+
+
 def test_shell_metacharacters_reach_the_tool_verbatim(tmp_path):
     """An argument is one argv element: `;`, `$()`, backticks and globs mean nothing."""
     canary = tmp_path / "pwned"

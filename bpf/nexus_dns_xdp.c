@@ -289,4 +289,63 @@ to_resolver:
 	return XDP_PASS;
 }
 
+
+/* ---- the policy loader's helper ----
+ * Bloom filters have no batch update: a million single updates from user space
+ * are a million syscalls. nexusctl instead runs this program with
+ * BPF_PROG_TEST_RUN on a buffer of keys (never attached to an interface): it
+ * pushes them into the bloom filter in the idle generation's slot, a few
+ * hundred keys per run. */
+struct bloom_fill_hdr {
+	__u32 gen;                      /* slot of nexus_pol_bloom to fill */
+	__u32 count;                    /* keys that follow */
+};
+
+#define BLOOM_FILL_MAX 200              /* keys per run: 8 + 200 * 16 bytes fit a test-run buffer */
+
+struct bloom_fill {
+	struct xdp_md *ctx;
+	void *bloom;
+	__u32 count;
+	__u32 pushed;
+};
+
+static long bloom_fill_step(__u32 i, struct bloom_fill *f)
+{
+	void *data = (void *)(long)f->ctx->data;
+	void *data_end = (void *)(long)f->ctx->data_end;
+	struct nexus_policy_key key, *k;
+
+	if (i >= f->count)
+		return 1;
+	k = data + sizeof(struct bloom_fill_hdr) + bounded(i, 255) * sizeof(key);
+	if ((void *)(k + 1) > data_end)
+		return 1;
+	key = *k;
+	if (bpf_map_push_elem(f->bloom, &key, BPF_ANY) == 0)
+		f->pushed++;
+	return 0;
+}
+
+SEC("xdp")
+int nexus_bloom_fill(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct bloom_fill_hdr *h = data;
+	struct bloom_fill f = { .ctx = ctx };
+	__u32 gen;
+
+	if ((void *)(h + 1) > data_end)
+		return XDP_ABORTED;
+	gen = h->gen & (POL_GENERATIONS - 1);
+	f.bloom = bpf_map_lookup_elem(&nexus_pol_bloom, &gen);
+	if (!f.bloom)
+		return XDP_ABORTED;
+	f.count = h->count < BLOOM_FILL_MAX ? h->count : BLOOM_FILL_MAX;
+	bpf_loop(BLOOM_FILL_MAX, bloom_fill_step, &f, 0);
+	h->count = f.pushed;            /* read back from the test run's output buffer */
+	return XDP_PASS;
+}
+
 char LICENSE[] SEC("license") = "GPL";

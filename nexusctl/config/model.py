@@ -193,7 +193,7 @@ class PolicySettings(Strict):
     max_rules: int = Field(2_097_152, ge=1024, le=16_777_216,
                            description="capacity of the rule map (changing it needs `down` + `up`)")
     synth_ttl: int = Field(60, ge=0, le=86400, description="TTL of synthesized answers")
-    bloom: bool = Field(False, description="a bloom filter in front of the rule map (see docs/policy.md)")
+    bloom: bool = Field(True, description="a bloom filter in front of the rule map (see docs/policy.md)")
 
 
 CERT_FLAGS = ("SHORT_VALIDITY", "WILDCARD_ABUSE", "UNKNOWN_CA", "WEAK_KEY", "DOMAIN_MISMATCH", "SELF_SIGNED",

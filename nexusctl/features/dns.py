@@ -8,7 +8,7 @@ from nexusctl.features.base import ConfigWrite, ObjectSpec
 NS_PER_SEC = 1_000_000_000
 
 OBJECTS = [
-    ObjectSpec("nexus_dns_xdp", ("nexus_dns_xdp",),
+    ObjectSpec("nexus_dns_xdp", ("nexus_dns_xdp", "nexus_bloom_fill"),
                lambda c: any(i.xdp for i in c.interfaces), "DNS fast path (XDP ingress)"),
     ObjectSpec("nexus_dns_tc", ("nexus_dns_tc",),
                lambda c: any(i.tc_egress for i in c.interfaces), "DNS answers and policy (TC egress)"),

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import struct
 import time
 from dataclasses import dataclass
 
@@ -31,6 +32,7 @@ PREFIX_KEY_SIZE = 4 + PREFIX_MAX
 BLOOM_HASHES = 3                      # POL_BLOOM_HASHES
 PREFIX_RULES_MAX = 65536              # NEXUS_PREFIX_RULES_MAX
 BATCH = 65536
+BLOOM_FILL_BATCH = 200                # <= BLOOM_FILL_MAX in nexus_dns_xdp.c; fits a test-run buffer
 KINDS = {EXACT: hashing.EXACT, WILDCARD: hashing.WILDCARD}
 
 
@@ -84,6 +86,7 @@ class PolicyKernel:
         self.verify_layout = btf.struct("nexus_policy_verify")
         self.max_rules = max_rules
         self.bloom = bloom
+        self.pin_root = pin_root
 
     def close(self) -> None:
         for m in self.maps.values():
@@ -175,6 +178,7 @@ class PolicyKernel:
         n_rules = n_allow = 0
         prefixes: dict[str, tuple[Attrs, int]] = {}
         allows: dict[bytes, bytes] = {}
+        bloom_keys: list[bytes] = []
         try:
             rule_id = 0
             for src in sources:
@@ -202,8 +206,7 @@ class PolicyKernel:
                             if progress:
                                 progress(j - i)
                         if self.bloom:
-                            for i in range(len(items)):
-                                bloom_m.push(keys[i * KEY_SIZE:(i + 1) * KEY_SIZE])
+                            bloom_keys.append(keys)
                         if g.attrs.action == "allow":
                             for i, body in enumerate(names):
                                 allows[keys[i * KEY_SIZE:(i + 1) * KEY_SIZE]] = wire(body)
@@ -212,6 +215,10 @@ class PolicyKernel:
                     for body, plen in zip(*by_kind[PREFIX]):
                         prefixes[body] = (g.attrs, plen)
             self._fill_prefixes(prefix_m, prefixes)
+            if self.bloom:
+                t = time.monotonic()
+                self._fill_bloom(fds["bloom"], b"".join(bloom_keys), new_gen)
+                fill_s += time.monotonic() - t
             # allow rules' patterns first: the verify map is shared by both generations
             for k, w in allows.items():
                 self.maps["nexus_pol_verify"].update(k, self.verify_layout.pack({"len": len(w), "wire": w}))
@@ -222,9 +229,7 @@ class PolicyKernel:
             gkey = new_gen.to_bytes(4, "little")
             try:
                 self.maps["nexus_pol_rules"].update(gkey, fds["rules"].to_bytes(4, "little"))
-                if self.bloom:
-                    self.maps["nexus_pol_bloom"].update(gkey, fds["bloom"].to_bytes(4, "little"))
-                else:
+                if not self.bloom:
                     self.maps["nexus_pol_bloom"].delete(gkey)   # no filter: every suffix is looked up
                 self.maps["nexus_pol_prefix"].update(gkey, fds["prefix"].to_bytes(4, "little"))
             except OSError as e:
@@ -246,6 +251,32 @@ class PolicyKernel:
                 m.close()
         return LoadResult(n_rules, len(prefixes), n_allow, new_gen, round(time.monotonic() - t0, 3),
                           round(hash_s, 3), round(fill_s, 3), mem)
+
+    def _fill_bloom(self, bloom_fd: int, keys: bytes, gen: int) -> None:
+        """Push keys into a bloom filter. The filter goes into the idle slot first (no
+        query reads that slot), then nexus_bloom_fill, run with BPF_PROG_TEST_RUN on
+        buffers of keys, pushes them: a few thousand runs instead of a syscall per key.
+        Without the helper program (an older object), one update per key."""
+        gkey = gen.to_bytes(4, "little")
+        self.maps["nexus_pol_bloom"].update(gkey, bloom_fd.to_bytes(4, "little"))
+        n = len(keys) // KEY_SIZE
+        prog = pin_dirs(self.pin_root)["progs"] / "nexus_bloom_fill"
+        if prog.exists():
+            fd = self.L.obj_get(str(prog))
+            try:
+                for i in range(0, n, BLOOM_FILL_BATCH):
+                    j = min(i + BLOOM_FILL_BATCH, n)
+                    frame = struct.pack("<II", gen, j - i) + keys[i * KEY_SIZE:j * KEY_SIZE]
+                    res = self.L.prog_test_run(fd, frame, out_size=len(frame) + 256)
+                    pushed = struct.unpack_from("<I", res.data_out, 4)[0]
+                    if pushed != j - i:
+                        raise OperationFailed(f"the bloom filter took {pushed} of {j - i} keys")
+            finally:
+                os.close(fd)
+            return
+        with self.L.MapHandle(os.dup(bloom_fd)) as b:
+            for i in range(n):
+                b.push(keys[i * KEY_SIZE:(i + 1) * KEY_SIZE])
 
     def _drop_generation(self, gen: int, keep_allows: set[bytes]) -> None:
         gkey = gen.to_bytes(4, "little")

@@ -227,3 +227,18 @@ def test_runtime_add_and_remove_in_place(lo):
     assert ask(lo, "trk.x.test")[0] == "XDP_TX"
     pk.remove("trk*", {})
     assert ask(lo, "trk.x.test")[0] == "XDP_PASS"
+
+
+def test_bloom_filled_by_the_helper_program(lo):
+    """A big set fills its bloom filter through nexus_bloom_fill (BPF_PROG_TEST_RUN on
+    buffers of keys), not a syscall per key; every rule is still found."""
+    import os
+    (lo.pin_dir / "progs").mkdir(exist_ok=True)
+    lo.objs["nexus_dns_xdp"].pin_program("nexus_bloom_fill", str(lo.pin_dir / "progs" / "nexus_bloom_fill"))
+    names = [f"r{i}.filled.test" for i in range(3000)]
+    pk = PolicyKernel(Runner(), lo.pin_dir, max_rules=2097152, bloom=True)
+    pk.load([Source("test", [Group(block(), names)])])
+    for n in (names[0], names[1234], names[-1]):
+        assert ask(lo, n)[0] == "XDP_TX"
+    assert ask(lo, "r3000.filled.test")[0] == "XDP_PASS"
+    assert os.path.exists(lo.pin_dir / "progs" / "nexus_bloom_fill")

@@ -124,10 +124,18 @@ def has_clsact(runner: Runner, ifname: str, netns: str | None) -> bool:
 
 def tc_filters(runner: Runner, ifname: str, netns: str | None, direction: str) -> list[dict]:
     """BPF filters on the clsact hook: [{pref, handle, prog_id, prog_name, bpf_name}]."""
+    return tc_filters_or_none(runner, ifname, netns, direction) or []
+
+
+def tc_filters_or_none(runner: Runner, ifname: str, netns: str | None, direction: str) -> list[dict] | None:
+    """As tc_filters, but None when the interface (or its namespace) does not exist:
+    one command answers both questions."""
+    if netns and not netns_path(netns).exists():
+        return None
     res = runner.run(["tc", "-j", "filter", "show", "dev", ifname, direction], netns=netns,
                      check=False, quiet=True)
     if res.rc != 0:
-        return []
+        return None if "Cannot find device" in res.stderr or "does not exist" in res.stderr else []
     out = []
     for f in res.json() or []:
         opts = f.get("options")

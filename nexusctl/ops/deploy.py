@@ -139,11 +139,11 @@ def status(app) -> dict:
             by_prog.setdefault(live["prog_id"], []).append(att)
         elif kind in ("tc-egress", "tc-ingress"):
             direction = kind.split("-", 1)[1]
-            if not observe.link_exists(app.runner, rec["ifname"], rec.get("netns")):
+            live = observe.tc_filters_or_none(app.runner, rec["ifname"], rec.get("netns"), direction)
+            if live is None:
                 out["warnings"].append(f"{target}: interface is gone (was attached)")
                 continue
-            fs = [f for f in observe.tc_filters(app.runner, rec["ifname"], rec.get("netns"), direction)
-                  if f["pref"] == rec.get("pref")]
+            fs = [f for f in live if f["pref"] == rec.get("pref")]
             if not fs:
                 out["warnings"].append(f"{target}: tc {direction} filter is no longer attached")
                 continue

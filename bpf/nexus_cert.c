@@ -136,11 +136,7 @@ const volatile enum nexus_cert_event_flag nexus_cert_event_flag_names = NEXUS_CE
 
 static __always_inline void cert_count(enum nexus_cert_counter c)
 {
-	__u32 key = c;
-	__u64 *v = bpf_map_lookup_elem(&cert_counters, &key);
-
-	if (v)
-		*v += 1;
+	percpu_add(&cert_counters, c, 1);
 }
 
 /* ---------------------------------------------------------------- marking */

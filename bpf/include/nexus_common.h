@@ -11,4 +11,14 @@
 #include "nexus_consts.h"
 #include "nexus_structs.h"
 
+/* Add n to slot key of a per-CPU array of u64 counters: every feature's
+ * counters go through this one helper. */
+static __always_inline void percpu_add(void *map, __u32 key, __u64 n)
+{
+	__u64 *v = bpf_map_lookup_elem(map, &key);
+
+	if (v)
+		*v += n;
+}
+
 #endif /* NEXUS_COMMON_H */

@@ -171,11 +171,7 @@ const volatile struct nexus_enf_event nexus_enf_event_layout = {};
 
 static __always_inline void enf_count(enum nexus_enf_counter c)
 {
-	__u32 key = c;
-	__u64 *v = bpf_map_lookup_elem(&nexus_enf_counters, &key);
-
-	if (v)
-		*v += 1;
+	percpu_add(&nexus_enf_counters, c, 1);
 }
 
 /* The policy of the nearest configured ancestor of the current task's cgroup

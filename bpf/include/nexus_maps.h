@@ -76,20 +76,12 @@ const volatile enum nexus_lat_path nexus_lat_path_names = NEXUS_LAT__MAX;
 
 static __always_inline void count(enum nexus_counter c)
 {
-	__u32 key = c;
-	__u64 *v = bpf_map_lookup_elem(&nexus_counters, &key);
-
-	if (v)
-		*v += 1;
+	percpu_add(&nexus_counters, c, 1);
 }
 
 static __always_inline void count_n(enum nexus_counter c, __u64 n)
 {
-	__u32 key = c;
-	__u64 *v = bpf_map_lookup_elem(&nexus_counters, &key);
-
-	if (v)
-		*v += n;
+	percpu_add(&nexus_counters, c, n);
 }
 
 /* log2 bucket of a duration in ns: bucket i holds [2^i, 2^(i+1)). */

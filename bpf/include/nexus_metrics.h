@@ -186,11 +186,7 @@ const volatile enum nexus_perf_event nexus_perf_event_names = NEXUS_PERF__MAX;
 
 static __always_inline void mcount_n(enum nexus_mcounter c, __u64 n)
 {
-	__u32 key = c;
-	__u64 *v = bpf_map_lookup_elem(&nexus_mcounters, &key);
-
-	if (v)
-		*v += n;
+	percpu_add(&nexus_mcounters, c, n);
 }
 
 static __always_inline void mcount(enum nexus_mcounter c)

@@ -39,6 +39,16 @@ def _abs_path(v: Path) -> Path:
     return v
 
 
+def reject_duplicates(items, key, message) -> None:
+    """ValueError(message(k)) for the first key seen twice."""
+    seen = set()
+    for it in items:
+        k = key(it)
+        if k in seen:
+            raise ValueError(message(k))
+        seen.add(k)
+
+
 IfName = Annotated[str, AfterValidator(_ifname)]
 NetnsName = Annotated[str, AfterValidator(_netns)]
 AbsPath = Annotated[Path, AfterValidator(_abs_path)]
@@ -413,11 +423,7 @@ class Enforce(Strict):
     @field_validator("cgroups")
     @classmethod
     def _unique_cgroups(cls, v: list[EnforceCgroup]) -> list[EnforceCgroup]:
-        seen = set()
-        for c in v:
-            if c.path in seen:
-                raise ValueError(f"cgroup {c.path} is listed twice")
-            seen.add(c.path)
+        reject_duplicates(v, lambda c: c.path, lambda k: f"cgroup {k} is listed twice")
         total = sum(len(c.allow) for c in v)
         if total > ENFORCE_MAX_ALLOW:
             raise ValueError(f"{total} allow entries; at most {ENFORCE_MAX_ALLOW} in all")
@@ -460,21 +466,13 @@ class Config(Strict):
     @field_validator("interfaces")
     @classmethod
     def _unique_ifaces(cls, v: list[Interface]) -> list[Interface]:
-        seen = set()
-        for i in v:
-            if i.key in seen:
-                raise ValueError(f"interface {i.key} is listed twice")
-            seen.add(i.key)
+        reject_duplicates(v, lambda i: i.key, lambda k: f"interface {k} is listed twice")
         return v
 
     @field_validator("policies")
     @classmethod
     def _unique_patterns(cls, v: list[PolicyRule]) -> list[PolicyRule]:
-        seen = set()
-        for r in v:
-            if r.pattern in seen:
-                raise ValueError(f"pattern {r.pattern} has two rules; one rule per pattern")
-            seen.add(r.pattern)
+        reject_duplicates(v, lambda r: r.pattern, lambda k: f"pattern {k} has two rules; one rule per pattern")
         return v
 
     @property

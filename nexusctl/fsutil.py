@@ -24,3 +24,18 @@ def atomic_write(path: Path, data: bytes, dir_mode: int = 0o700) -> None:
         except FileNotFoundError:
             pass
         raise
+
+
+def read_input(path: Path, error: type[Exception], context: str = "") -> bytes:
+    """A file the user named, as bytes; a missing, unreadable or directory path
+    becomes one clear `error` naming it (and `context`, e.g. the config key)."""
+    p = Path(path)
+    suffix = f" ({context})" if context else ""
+    try:
+        return p.read_bytes()
+    except FileNotFoundError:
+        raise error(f"{p}: no such file{suffix}") from None
+    except IsADirectoryError:
+        raise error(f"{p}: is a directory{suffix}") from None
+    except PermissionError:
+        raise error(f"{p}: permission denied{suffix}") from None

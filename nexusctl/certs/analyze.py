@@ -40,6 +40,7 @@ from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, r
 
 from nexusctl.certs import ct
 from nexusctl.config.model import CERT_FLAGS, CERT_WEIGHTS
+from nexusctl.fsutil import read_input
 
 PEM_CERT_RE = re.compile(rb"-----BEGIN CERTIFICATE-----\s*(.+?)\s*-----END CERTIFICATE-----", re.S)
 PEM_CRL_RE = re.compile(rb"-----BEGIN X509 CRL-----\s*(.+?)\s*-----END X509 CRL-----", re.S)
@@ -79,15 +80,7 @@ def split_certificates(data: bytes, where: str) -> list[bytes]:
 
 def read_certificates(path: str | Path) -> list[bytes]:
     p = Path(path)
-    try:
-        data = p.read_bytes()
-    except FileNotFoundError:
-        raise CertFileError(f"{p}: no such file") from None
-    except IsADirectoryError:
-        raise CertFileError(f"{p}: is a directory") from None
-    except PermissionError:
-        raise CertFileError(f"{p}: permission denied") from None
-    return split_certificates(data, str(p))
+    return split_certificates(read_input(p, CertFileError), str(p))
 
 
 def _file_stamp(path: Path | None):
@@ -186,12 +179,7 @@ class Revocations:
         if path is None:
             return cls()
         p = Path(path)
-        try:
-            data = p.read_bytes()
-        except FileNotFoundError:
-            raise CertFileError(f"{p}: no such file (cert.revocation)") from None
-        except PermissionError:
-            raise CertFileError(f"{p}: permission denied (cert.revocation)") from None
+        data = read_input(p, CertFileError, "cert.revocation")
         crls = PEM_CRL_RE.findall(data)
         if crls or data[:1] == b"\x30":
             entries = set()

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from nexusctl.config.model import validate_pattern
 from nexusctl.errors import UsageError
+from nexusctl.fsutil import read_input
 from nexusctl.policy.rules import Attrs, Group, PatternError, pattern_kind
 
 FORMATS = ("domains", "hosts", "adblock", "rpz")
@@ -75,16 +76,11 @@ class _Collector:
 
 
 def _read(path: Path) -> str:
+    raw = read_input(path, UsageError)
     try:
-        return path.read_text(encoding="utf-8", errors="strict")
-    except FileNotFoundError:
-        raise UsageError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise UsageError(f"{path}: is a directory") from None
-    except PermissionError:
-        raise UsageError(f"{path}: not readable (permission denied)") from None
+        return raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        line = path.read_bytes()[: e.start].count(b"\n") + 1
+        line = raw[: e.start].count(b"\n") + 1
         raise UsageError(f"{path}:{line}: not UTF-8 text", "convert the list to UTF-8") from None
 
 
